@@ -1,0 +1,27 @@
+# Two entry points on a fresh machine: `make demo` (install + the main job on embedded data)
+# and `make test` (install + lint + the test suite). Both install from constraints.txt.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(BIN)/anpyc-sweep train configs/digits_anpyc.yaml --out runs/demo
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup lint
+	$(BIN)/pytest -q tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,270 @@
+"""One validated schema for a continual-learning run (SPEC.md §2-§5), plus YAML loading.
+
+Every choice the spec leaves open is a field here, so a study can sweep it. Validation errors
+surface as `ConfigError` with one line that names the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Benchmark = Literal["digits", "mnist", "fashion-mnist"]
+Scenario = Literal["split", "permuted"]
+Method = Literal[
+    "anpyc", "ewc", "mas", "si", "regularised", "finetune", "sgd", "sgd_f", "joint", "lwf"
+]
+Importance = Literal["anpyc", "mas", "ewc", "si", "magnitude", "random"]
+Pruning = Literal["greedy", "none", "greedy_no_pretrain", "random", "xdg"]
+
+#: Methods that are configurations of the one regularised strategy, with their default
+#: (importance, pruning). SPEC §5: EWC = (ewc, penalty, none), ANPyC = (anpyc, penalty, greedy).
+REGULARISED_PRESETS: dict[str, tuple[str, str]] = {
+    "anpyc": ("anpyc", "greedy"),
+    "ewc": ("ewc", "none"),
+    "mas": ("mas", "none"),
+    "si": ("si", "none"),
+    "regularised": ("anpyc", "none"),
+}
+
+#: Number of classes of each benchmark.
+NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion-mnist": 10}
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased as one line naming the field and what is allowed."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class DataConfig(_Section):
+    """Which benchmark, how it is cut into tasks, and the validation hold-out (SPEC §2)."""
+
+    benchmark: Benchmark = "digits"
+    scenario: Scenario = "split"
+    num_tasks: int | None = Field(None, ge=2, le=100)
+    classes_per_task: int = Field(2, ge=2)
+    permute_first: bool = True
+    val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
+    train_samples: int | None = Field(None, ge=10)
+    data_dir: str | None = None
+    download: bool = True
+
+    @model_validator(mode="after")
+    def _check_tasks(self) -> DataConfig:
+        classes = NUM_CLASSES[self.benchmark]
+        if self.scenario == "split":
+            if classes % self.classes_per_task:
+                divisors = [d for d in range(2, classes // 2 + 1) if classes % d == 0]
+                raise ValueError(
+                    f"data.classes_per_task: must divide the {classes} classes of "
+                    f"{self.benchmark}; allowed: {divisors} (got {self.classes_per_task})"
+                )
+            most = classes // self.classes_per_task
+            if most < 2:
+                raise ValueError(
+                    f"data.classes_per_task: {self.classes_per_task} leaves fewer than 2 tasks; "
+                    f"allowed: 2..{classes // 2}"
+                )
+            if self.num_tasks is not None and self.num_tasks > most:
+                raise ValueError(
+                    f"data.num_tasks: split {self.benchmark} with {self.classes_per_task} classes "
+                    f"per task has at most {most} tasks (got {self.num_tasks})"
+                )
+        elif self.num_tasks is None:
+            object.__setattr__(self, "num_tasks", 10)
+        return self
+
+    @property
+    def tasks(self) -> int:
+        """The number of tasks this data section yields."""
+        if self.num_tasks is not None:
+            return self.num_tasks
+        return NUM_CLASSES[self.benchmark] // self.classes_per_task
+
+
+class ModelConfig(_Section):
+    """The multi-head MLP (SPEC §3)."""
+
+    arch: Literal["mlp"] = "mlp"
+    hidden: list[int] = Field(default_factory=lambda: [512, 256], min_length=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _check_widths(self) -> ModelConfig:
+        bad = [w for w in self.hidden if w <= 0]
+        if bad:
+            raise ValueError(f"model.hidden: widths must be positive integers (got {self.hidden})")
+        return self
+
+
+class StrategyConfig(_Section):
+    """importance × consolidation × pruning, and the other baselines' knobs (SPEC §4-§5)."""
+
+    method: Method = "anpyc"
+    importance: Importance | None = None
+    importance_batch: int = Field(100, ge=1)
+    importance_samples: int | None = Field(None, ge=1)
+    fisher: Literal["empirical", "expected"] = "empirical"
+    accumulate: Literal["sum", "max"] = "sum"
+    consolidation: Literal["penalty", "update"] = "penalty"
+    lam: float = Field(1.0, ge=0.0)
+    si_xi: float = Field(0.1, gt=0.0)
+    pruning: Pruning | None = None
+    beta: float = Field(50.0, ge=0.0, lt=100.0)
+    beta_decay: float = Field(0.8, gt=0.0, le=1.0)
+    prune_step: float = Field(10.0, gt=0.0, le=100.0)
+    prune_scope: Literal["tensor", "global"] = "tensor"
+    prune_last: bool = False
+    xdg_gate: float = Field(0.8, ge=0.0, lt=1.0)
+    lwf_alpha: float = Field(1.0, ge=0.0)
+    lwf_temperature: float = Field(2.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _resolve_preset(self) -> StrategyConfig:
+        preset = REGULARISED_PRESETS.get(self.method)
+        if preset is None:
+            for name in ("importance", "pruning"):
+                value = getattr(self, name)
+                if value is not None and not (name == "pruning" and value == "none"):
+                    raise ValueError(
+                        f"strategy.{name}: only the regularised methods "
+                        f"{sorted(REGULARISED_PRESETS)} take it (method is {self.method!r})"
+                    )
+            object.__setattr__(self, "pruning", "none")
+            return self
+        if self.importance is None:
+            object.__setattr__(self, "importance", preset[0])
+        if self.pruning is None:
+            object.__setattr__(self, "pruning", preset[1])
+        return self
+
+    @property
+    def regularised(self) -> bool:
+        """True for the methods that are importance × consolidation × pruning."""
+        return self.method in REGULARISED_PRESETS
+
+
+class OptimConfig(_Section):
+    """Optimiser and schedule (SPEC §4.4)."""
+
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.1, gt=0.0)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    batch_size: int = Field(256, ge=1)
+    lr_decay: float = Field(1.0, gt=0.0, le=1.0)
+    lr_decay_epochs: int = Field(1, ge=1)
+    epochs: int = Field(5, ge=0)
+    retrain_epochs: int = Field(1, ge=0)
+
+
+class RunConfig(_Section):
+    """Everything one task sequence needs: the single source of truth for a run."""
+
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+
+    def run_id(self) -> str:
+        """A short id derived from the resolved config: equal configs get equal ids."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _format_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"]
+    if msg.startswith("Value error, "):
+        return msg[len("Value error, ") :]
+    if first["type"] == "extra_forbidden":
+        section = _section_for(first["loc"][:-1])
+        allowed = ", ".join(section.model_fields) if section else "?"
+        return f"{loc}: unknown key; allowed keys here: {allowed}"
+    got = first.get("input")
+    got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"{loc}: {msg}{got_text}"
+
+
+def _section_for(loc: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] = RunConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type):
+            return None
+        model = field.annotation
+    return model
+
+
+def validate_config(raw: dict[str, Any]) -> RunConfig:
+    """Validate a plain dict into a RunConfig, raising ConfigError with a one-line message."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split `key.path=value` into the dotted key and its YAML-typed value."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. strategy.lam=4")
+    key, value = text.split("=", 1)
+    try:
+        parsed = yaml.safe_load(value) if value else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return a deep copy of `raw` with dotted-key overrides set (sections created as needed)."""
+    out = json.loads(json.dumps(raw))
+    for key, value in overrides.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{key}: {part!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, raising ConfigError for a missing, unreadable or malformed file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: malformed YAML{where}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML run config (or the defaults when path is None) with `--set` overrides."""
+    raw = read_yaml(path) if path is not None else {}
+    pairs = dict(parse_override(o) for o in overrides or [])
+    return validate_config(apply_overrides(raw, pairs))

@@ -1,0 +1,100 @@
+"""Greedy neural pruning (SPEC §4.3): the schedule and the free-set rules, as pure functions."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+Masks = dict[str, torch.Tensor]
+
+
+def prune_percentages(task: int, beta: float, decay: float, step: float) -> list[float]:
+    """Round percentages p_k = min(k·step, P_t) for 0-based `task`, P_t = β·decay^task.
+
+    The last round stops exactly at P_t (the reference code overshoots; we don't).
+    """
+    target = beta * decay**task
+    if target <= 0:
+        return []
+    rounds = math.ceil(target / step - 1e-9)
+    return [min(k * step, target) for k in range(1, rounds + 1)]
+
+
+def percentile(values: torch.Tensor, q: float) -> torch.Tensor:
+    """The q-th percentile (0..100) of a 1-D tensor, linear interpolation as numpy's default."""
+    flat = values.reshape(-1).float()
+    if flat.numel() == 0:
+        return torch.tensor(float("inf"), device=values.device)
+    ordered = flat.sort().values
+    pos = (q / 100.0) * (ordered.numel() - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    frac = pos - lo
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * frac
+
+
+def _thresholds(
+    omega: dict[str, torch.Tensor], candidates: Masks | None, q: float, scope: str
+) -> dict[str, torch.Tensor]:
+    def pool(name: str) -> torch.Tensor:
+        values = omega[name]
+        return values.reshape(-1) if candidates is None else values[candidates[name]]
+
+    if scope == "global":
+        shared = percentile(torch.cat([pool(n) for n in omega]), q)
+        return dict.fromkeys(omega, shared)
+    return {n: percentile(pool(n), q) for n in omega}
+
+
+def greedy_free_set(
+    omega: dict[str, torch.Tensor], previous: Masks | None, q: float, scope: str = "tensor"
+) -> Masks:
+    """Weights to free at percentage `q`.
+
+    First task (`previous` is None): {Ω < percentile(Ω, q)} ∪ {Ω = 0}.
+    Later tasks: F ∩ {Ω ≤ percentile(Ω restricted to F, q)} with F = the previous free set, so
+    weights outside F are never freed and free sets never grow from task to task.
+    """
+    thresholds = _thresholds(omega, previous, q, scope)
+    if previous is None:
+        return {n: (w < thresholds[n]) | (w == 0) for n, w in omega.items()}
+    return {n: previous[n] & (w <= thresholds[n]) for n, w in omega.items()}
+
+
+def random_free_set(
+    omega: dict[str, torch.Tensor],
+    previous: Masks | None,
+    q: float,
+    scope: str,
+    current: Masks,
+    generator: torch.Generator,
+) -> Masks:
+    """Same per-tensor counts as the greedy rule, weights chosen uniformly among candidates.
+
+    Weights already freed in an earlier round (`current`) stay free.
+    """
+    counts = {n: int(m.sum()) for n, m in greedy_free_set(omega, previous, q, scope).items()}
+    out = {}
+    for name, already in current.items():
+        pool = ~already if previous is None else previous[name] & ~already
+        need = max(counts[name] - int(already.sum()), 0)
+        idx = pool.reshape(-1).nonzero().squeeze(1)
+        pick = torch.randperm(idx.numel(), generator=generator)[:need].to(idx.device)
+        mask = already.clone().reshape(-1)
+        mask[idx[pick]] = True
+        out[name] = mask.reshape(already.shape)
+    return out
+
+
+def zero_free_weights(
+    params: dict[str, torch.Tensor], free: Masks, optimizer: torch.optim.Optimizer | None = None
+) -> None:
+    """Set freed weights to 0 and zero their optimiser state (momentum, Adam moments)."""
+    with torch.no_grad():
+        for name, p in params.items():
+            p.masked_fill_(free[name], 0.0)
+            if optimizer is None or p not in optimizer.state:
+                continue
+            for value in optimizer.state[p].values():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    value.masked_fill_(free[name], 0.0)

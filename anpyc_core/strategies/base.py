@@ -1,0 +1,95 @@
+"""The strategy interface: a few hooks around one training loop (Avalanche style).
+
+A strategy is an `nn.Module` holding the model and every continual-learning tensor as buffers,
+so one `state_dict` checkpoints the whole state. Each method fills only the hooks it needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from anpyc_core.config import RunConfig
+from anpyc_core.data.tasks import Task
+from anpyc_core.models import MultiHeadMLP
+
+
+@dataclass
+class Phase:
+    """What `after_training` may use: the task, its optimiser and a way to train more epochs."""
+
+    task: Task
+    optimizer: torch.optim.Optimizer
+    fit: Callable[[int], None]
+
+
+class TensorStore(nn.Module):
+    """Named tensors kept as buffers (dots in names become underscores) so they checkpoint."""
+
+    def __init__(self, like: dict[str, torch.Tensor], dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.names = list(like)
+        for name, tensor in like.items():
+            self.register_buffer(self._key(name), torch.zeros_like(tensor, dtype=dtype))
+
+    @staticmethod
+    def _key(name: str) -> str:
+        return name.replace(".", "_")
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return getattr(self, self._key(name))
+
+    def items(self) -> list[tuple[str, torch.Tensor]]:
+        """(name, tensor) pairs in parameter order."""
+        return [(n, self[n]) for n in self.names]
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        """A plain name → tensor dict (the tensors themselves, not copies)."""
+        return dict(self.items())
+
+
+class Strategy(nn.Module):
+    """Default hooks: plain multi-head fine-tuning of trunk and current head."""
+
+    def __init__(self, cfg: RunConfig, model: MultiHeadMLP, num_tasks: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.model = model
+        self.num_tasks = num_tasks
+
+    def trainable(self, task: int) -> list[nn.Parameter]:
+        """Parameters the optimiser updates during `task`: the trunk and that task's head."""
+        return [
+            *self.model.trunk.parameters(),
+            *self.model.heads[self.model.head_index(task)].parameters(),
+        ]
+
+    def skip_initial_training(self, task: int) -> bool:
+        """True when the task's initial `epochs` phase is skipped."""
+        return False
+
+    def before_task(self, task: int) -> None:
+        """Called before the first step of `task`."""
+
+    def extra_loss(self, task: int, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor | None:
+        """A differentiable term added to the task's cross-entropy (None for none)."""
+        return None
+
+    def after_backward(self, task: int) -> None:
+        """Called after `loss.backward()`, before the optimiser step: edit gradients here."""
+
+    def after_step(self, task: int, lr: float) -> None:
+        """Called after every optimiser step."""
+
+    def after_training(self, task: int, phase: Phase) -> None:
+        """Called after the initial training phase: pruning rounds live here."""
+
+    def after_task(self, task: int, data: Task) -> None:
+        """Called when the task is finished, before evaluation."""
+
+    def penalty(self) -> float:
+        """The current consolidation penalty value (0 when the method has none)."""
+        return 0.0

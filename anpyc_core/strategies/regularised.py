@@ -1,0 +1,165 @@
+"""The one regularised strategy: importance × consolidation × pruning (SPEC §4-§5).
+
+ANPyC, EWC, MAS and SI are configurations of this class. Its buffers — accumulated Ω, anchor
+θ*, the last free set and SI's path integral — live in `TensorStore`s, so the strategy's
+`state_dict` is the whole continual-learning state.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from anpyc_core import importance as imp
+from anpyc_core.config import RunConfig
+from anpyc_core.data.tasks import Task
+from anpyc_core.models import MultiHeadMLP
+from anpyc_core.pruning import (
+    greedy_free_set,
+    prune_percentages,
+    random_free_set,
+    zero_free_weights,
+)
+from anpyc_core.strategies.base import Phase, Strategy, TensorStore
+
+PRUNING_ROUNDS = {"greedy", "greedy_no_pretrain", "random"}
+
+
+class Regularised(Strategy):
+    """Importance-weighted consolidation with optional greedy neural pruning."""
+
+    def __init__(self, cfg: RunConfig, model: MultiHeadMLP, num_tasks: int) -> None:
+        super().__init__(cfg, model, num_tasks)
+        self.s = cfg.strategy
+        self.params = model.trunk_parameters()
+        self.omega = TensorStore(self.params)  # Ω^{1:t-1}
+        self.anchor = TensorStore(self.params)  # θ*, snapshot at task start
+        self.free = TensorStore(self.params, dtype=torch.bool)  # final free set of last pruned task
+        self.register_buffer("has_free", torch.tensor(False))
+        self.uses_si = self.s.importance == "si"
+        if self.uses_si:
+            self.si_path = TensorStore(self.params)  # ω, reset each task
+        self._round_free: dict[str, torch.Tensor] | None = None
+        self._consolidating = False
+        self._coef_lr: float | None = None
+
+    # ----------------------------------------------------------------- hooks
+    def skip_initial_training(self, task: int) -> bool:
+        """`greedy_no_pretrain` starts pruning rounds without the initial training phase."""
+        return self.s.pruning == "greedy_no_pretrain" and self.prunes(task)
+
+    def before_task(self, task: int) -> None:
+        """Take θ* and reset SI's path integral."""
+        with torch.no_grad():
+            for name, p in self.params.items():
+                self.anchor[name].copy_(p)
+                if self.uses_si:
+                    self.si_path[name].zero_()
+        self._consolidating = task > 0 and self.s.lam > 0
+        self._coef_lr = None
+
+    def after_backward(self, task: int) -> None:
+        """Keep SI's unregularised gradient, add the penalty gradient, zero freed weights."""
+        if self.uses_si:
+            self._si_grad = {n: p.grad.detach().clone() for n, p in self.params.items()}
+            self._si_prev = {n: p.detach().clone() for n, p in self.params.items()}
+        if self._consolidating and self.s.consolidation == "penalty":
+            for name, p in self.params.items():  # d/dθ λΣΩ(θ-θ*)² = 2λΩ(θ-θ*)
+                p.grad.addcmul_(
+                    self.omega[name], p.detach() - self.anchor[name], value=2 * self.s.lam
+                )
+        if self._round_free is not None:
+            for name, p in self.params.items():
+                p.grad.masked_fill_(self._round_free[name], 0.0)
+
+    @torch.no_grad()
+    def after_step(self, task: int, lr: float) -> None:
+        """Decoupled pull towards θ* (`update`) and SI's path-integral step."""
+        if self._consolidating and self.s.consolidation == "update":
+            if self._coef_lr != lr:
+                self._coef = {
+                    n: (2 * lr * self.s.lam * o).clamp_(max=1.0) for n, o in self.omega.items()
+                }
+                self._coef_lr = lr
+            for name, p in self.params.items():
+                p.sub_(self._coef[name] * (p - self.anchor[name]))
+        if self.uses_si:
+            for name, p in self.params.items():
+                self.si_path[name].sub_(self._si_grad[name] * (p - self._si_prev[name]))
+
+    def after_training(self, task: int, phase: Phase) -> None:
+        """Greedy (or random) pruning rounds, each followed by retraining with free weights at 0."""
+        if not self.prunes(task):
+            return
+        previous = self.free.as_dict() if bool(self.has_free) else None
+        current = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in self.params.items()}
+        for k, q in enumerate(self.schedule(task)):
+            omega_t = self.measure(task, phase.task, round_index=k + 1)
+            if self.s.pruning == "random":
+                gen = torch.Generator().manual_seed(_derive(self.cfg.seed, task, 1000 + k))
+                current = random_free_set(omega_t, previous, q, self.s.prune_scope, current, gen)
+            else:
+                current = greedy_free_set(omega_t, previous, q, self.s.prune_scope)
+            zero_free_weights(self.params, current, phase.optimizer)
+            self._round_free = current
+            phase.fit(self.cfg.optim.retrain_epochs)
+        self._round_free = None
+        with torch.no_grad():
+            for name, mask in current.items():
+                self.free[name].copy_(mask)
+            self.has_free.fill_(True)
+
+    def after_task(self, task: int, data: Task) -> None:
+        """Ω^{1:t} = Ω^{1:t-1} (+ or max) Ω^t, measured on the task's final weights."""
+        omega_t = self.measure(task, data, round_index=0)
+        with torch.no_grad():
+            for name, total in self.omega.items():
+                if self.s.accumulate == "sum":
+                    total.add_(omega_t[name])
+                else:
+                    torch.maximum(total, omega_t[name], out=total)
+        self._coef_lr = None
+
+    @torch.no_grad()
+    def penalty(self) -> float:
+        """λ · Σ Ω^{1:t-1} ⊙ (θ − θ*)²."""
+        total = sum(
+            (self.omega[n] * (p - self.anchor[n]).square()).sum() for n, p in self.params.items()
+        )
+        return float(self.s.lam * total)
+
+    # ------------------------------------------------------------- helpers
+    def prunes(self, task: int) -> bool:
+        """Whether pruning rounds run after `task` (never the last one unless `prune_last`)."""
+        is_last = task == self.num_tasks - 1
+        return self.s.pruning in PRUNING_ROUNDS and (not is_last or self.s.prune_last)
+
+    def schedule(self, task: int) -> list[float]:
+        """This task's round percentages."""
+        return prune_percentages(task, self.s.beta, self.s.beta_decay, self.s.prune_step)
+
+    def measure(self, task: int, data: Task, round_index: int) -> dict[str, torch.Tensor]:
+        """Ω^t of the configured importance measure on the current weights (eval mode)."""
+        kind, size, cap = self.s.importance, self.s.importance_batch, self.s.importance_samples
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            if kind == "anpyc":
+                return imp.anpyc_importance(self.model, data.train, task, size, cap)
+            if kind == "mas":
+                return imp.mas_importance(self.model, data.train, task, size, cap)
+            if kind == "ewc":
+                return imp.ewc_importance(self.model, data.train, task, size, cap, self.s.fisher)
+            if kind == "si":
+                return imp.si_importance(
+                    self.si_path.as_dict(), self.params, self.anchor.as_dict(), self.s.si_xi
+                )
+            if kind == "magnitude":
+                return imp.magnitude_importance(self.params)
+            gen = torch.Generator().manual_seed(_derive(self.cfg.seed, task, round_index))
+            return imp.random_importance(self.params, gen)
+        finally:
+            self.model.train(was_training)
+
+
+def _derive(seed: int, task: int, stream: int) -> int:
+    return (seed * 1_000_003 + task * 10_007 + stream) % (2**63)

@@ -1,0 +1,329 @@
+"""Run one task sequence: the training loop, evaluation, checkpoints and the result.
+
+    trainer = Trainer(cfg)                   # data, model, strategy
+    for record in trainer.run():             # one TaskRecord per finished task
+        trainer.save_checkpoint(path)        # optional, at any task boundary
+    result = trainer.result()
+
+Randomness is re-derived from (seed, task) at the start of every task, so resuming from a
+task-boundary checkpoint replays the remaining tasks bit-identically on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from anpyc_core import __version__
+from anpyc_core.config import ConfigError, RunConfig
+from anpyc_core.data import TaskSequence, build_tasks, load_raw
+from anpyc_core.data.tasks import Split
+from anpyc_core.joint import JointData
+from anpyc_core.metrics import fingerprint, summarize
+from anpyc_core.strategies import Phase, build_model, build_strategy
+
+CHECKPOINT_FORMAT = 1
+Progress = Callable[[str], None]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TaskRecord:
+    """What is known after finishing a task: its accuracy rows and timing."""
+
+    task: int  # 1-based number of tasks finished
+    num_tasks: int
+    acc_row: list[float]
+    val_acc_row: list[float]
+    seconds: float
+    loss: float
+    penalty: float
+
+
+@dataclass
+class RunResult:
+    """The outcome of a whole task sequence (what `result.json` holds)."""
+
+    config: dict
+    run_id: str
+    fingerprint: dict
+    metrics: dict
+    val_metrics: dict
+    acc_matrix: list[list[float]]
+    val_acc_matrix: list[list[float]]
+    seconds: float
+    task_seconds: list[float]
+    version: str = __version__
+    joint_reference: dict | None = field(default=None)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` → cuda when available, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "device: 'cuda' requested but no CUDA device is available; use auto or cpu"
+        )
+    return torch.device(name)
+
+
+def derive_seed(seed: int, task: int) -> int:
+    """The torch seed of `task` (task −1 = model initialisation)."""
+    return (seed * 1_000_003 + (task + 1) * 7_919) % (2**63)
+
+
+@torch.no_grad()
+def accuracy(model, split: Split, task: int, chunk: int = 4096) -> float:
+    """Accuracy (%) of `task`'s head on `split` (model must be in eval mode)."""
+    if len(split) == 0:
+        return float("nan")
+    correct = torch.zeros((), dtype=torch.long, device=split.labels.device)
+    for start in range(0, len(split), chunk):
+        sl = slice(start, start + chunk)
+        correct += (model(split.inputs(sl), task).argmax(1) == split.labels[sl]).sum()
+    return 100.0 * int(correct) / len(split)
+
+
+class Trainer:
+    """One continual-learning run on one device."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        tasks: TaskSequence | None = None,
+        progress: Progress | None = None,
+        joint_reference: dict | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        if tasks is None:
+            raw = load_raw(cfg.data.benchmark, cfg.data.data_dir, cfg.data.download)
+            tasks = build_tasks(cfg.data, raw, cfg.seed, self.device)
+        self.tasks = tasks
+        self.progress = progress or (lambda msg: None)
+        self.joint_reference = joint_reference
+        torch.manual_seed(derive_seed(cfg.seed, -1))
+        model = build_model(cfg, tasks.num_features, tasks.head_sizes)
+        self.strategy = build_strategy(cfg, model.to(self.device), len(tasks))
+        self.model = self.strategy.model
+        self.next_task = 0
+        self.task_seconds: list[float] = []
+        self.acc_matrix = [self.evaluate("test")]
+        self.val_acc_matrix = [self.evaluate("val")]
+
+    # ----------------------------------------------------------- the loop
+    def run(self) -> Iterator[TaskRecord]:
+        """Train the remaining tasks, yielding a record after each (joint: one record)."""
+        while self.next_task < len(self.tasks):
+            yield self.run_task(self.next_task)
+
+    def run_task(self, t: int) -> TaskRecord:
+        """Train task t (with pruning rounds), then evaluate every task."""
+        start = time.perf_counter()
+        torch.manual_seed(derive_seed(self.cfg.seed, t))
+        self.shuffle = torch.Generator(device=self.device).manual_seed(
+            derive_seed(self.cfg.seed, t)
+        )
+        self.model.train()
+        if self.cfg.strategy.method == "joint":
+            loss = self._fit_joint()
+            finished = len(self.tasks)
+        else:
+            loss = self._run_sequential_task(t)
+            finished = t + 1
+        self.model.eval()
+        acc_row, val_row = self.evaluate("test"), self.evaluate("val")
+        while len(self.acc_matrix) <= finished:
+            self.acc_matrix.append(acc_row)
+            self.val_acc_matrix.append(val_row)
+        seconds = time.perf_counter() - start
+        self.task_seconds.append(seconds)
+        self.next_task = finished
+        penalty = self.strategy.penalty()
+        self.progress(
+            f"task {finished}/{len(self.tasks)} done in {seconds:.1f}s: "
+            f"acc {acc_row[t]:.2f}% on it, mean so far {sum(acc_row[:finished]) / finished:.2f}%"
+        )
+        return TaskRecord(finished, len(self.tasks), acc_row, val_row, seconds, loss, penalty)
+
+    def _run_sequential_task(self, t: int) -> float:
+        task = self.tasks.tasks[t]
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        trainable = self.strategy.trainable(t)
+        for p in trainable:
+            p.requires_grad_(True)
+        opt = self._optimizer(trainable)
+        epoch = 0
+        last_loss = float("nan")
+
+        def fit(epochs: int) -> None:
+            nonlocal epoch, last_loss
+            for _ in range(epochs):
+                last_loss = self._epoch(t, task.train, opt, epoch)
+                epoch += 1
+
+        self.strategy.before_task(t)
+        if not self.strategy.skip_initial_training(t):
+            fit(self.cfg.optim.epochs)
+        self.strategy.after_training(t, Phase(task, opt, fit))
+        self.strategy.after_task(t, task)
+        return last_loss
+
+    def _optimizer(self, params) -> torch.optim.Optimizer:
+        o = self.cfg.optim
+        if o.optimizer == "adam":
+            return torch.optim.Adam(params, lr=o.lr)
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum)
+
+    def _lr(self, epoch: int) -> float:
+        o = self.cfg.optim
+        return o.lr * o.lr_decay ** (epoch // o.lr_decay_epochs)
+
+    def _epoch(self, t: int, split: Split, opt: torch.optim.Optimizer, epoch: int) -> float:
+        """One pass over `split` in shuffled minibatches; returns the mean training loss."""
+        lr = self._lr(epoch)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        head = self.model.heads[self.model.head_index(t)]
+        strategy, bs = self.strategy, self.cfg.optim.batch_size
+        order = torch.randperm(len(split), generator=self.shuffle, device=self.device)
+        total = torch.zeros((), device=self.device)
+        for start in range(0, len(split), bs):
+            x, y = split.batch(order[start : start + bs])
+            features = self.model.features(x, t)
+            loss = F.cross_entropy(head(features), y)
+            extra = strategy.extra_loss(t, x, features)
+            if extra is not None:
+                loss = loss + extra
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            strategy.after_backward(t)
+            opt.step()
+            strategy.after_step(t, lr)
+            total += loss.detach()
+        return self._check_loss(t, epoch, float(total) / max(1, -(-len(split) // bs)))
+
+    def _fit_joint(self) -> float:
+        """`joint`: one multi-head model on all tasks' data at once, each sample via its head."""
+        data = JointData(self.tasks)
+        opt = self._optimizer(self.model.parameters())
+        bs, last = self.cfg.optim.batch_size, float("nan")
+        for epoch in range(self.cfg.optim.epochs):
+            lr = self._lr(epoch)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            order = torch.randperm(len(data), generator=self.shuffle, device=self.device)
+            total = torch.zeros((), device=self.device)
+            for start in range(0, len(data), bs):
+                x, y, task_ids = data.batch(order[start : start + bs])
+                loss = F.cross_entropy(data.logits(self.model, x, task_ids), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.detach()
+            last = self._check_loss(0, epoch, float(total) / max(1, -(-len(data) // bs)))
+        return last
+
+    def _check_loss(self, t: int, epoch: int, loss: float) -> float:
+        if not torch.isfinite(torch.tensor(loss)):
+            raise TrainingDiverged(f"task {t + 1} epoch {epoch + 1}: training loss became {loss}")
+        penalty = self.strategy.penalty() if self.cfg.strategy.regularised else 0.0
+        self.progress(f"  task {t + 1} epoch {epoch + 1}: loss {loss:.4f} penalty {penalty:.4g}")
+        return loss
+
+    def evaluate(self, split: str) -> list[float]:
+        """Accuracy (%) on every task's `split` ("test" or "val"), unseen tasks included."""
+        was_training = self.model.training
+        self.model.eval()
+        row = [accuracy(self.model, getattr(task, split), task.index) for task in self.tasks.tasks]
+        self.model.train(was_training)
+        return row
+
+    # ------------------------------------------------------ checkpoints
+    def checkpoint_state(self) -> dict:
+        """Everything needed to resume at this task boundary."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "run_id": self.cfg.run_id(),
+            "next_task": self.next_task,
+            "acc_matrix": self.acc_matrix,
+            "val_acc_matrix": self.val_acc_matrix,
+            "task_seconds": self.task_seconds,
+            "strategy": self.strategy.state_dict(),
+        }
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        """Restore a `checkpoint_state()`; it must come from the same config."""
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint format {state.get('format')} is not {CHECKPOINT_FORMAT}")
+        if state["run_id"] != self.cfg.run_id():
+            raise ValueError(
+                f"checkpoint belongs to run {state['run_id']}, "
+                f"this config is run {self.cfg.run_id()}"
+            )
+        self.strategy.load_state_dict(state["strategy"])
+        self.next_task = state["next_task"]
+        self.acc_matrix = [list(r) for r in state["acc_matrix"]]
+        self.val_acc_matrix = [list(r) for r in state["val_acc_matrix"]]
+        self.task_seconds = list(state["task_seconds"])
+
+    def save_checkpoint(self, path: str | Path) -> Path:
+        """Write the checkpoint atomically (temp file + rename): never a torn file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ckpt-")
+        os.close(fd)
+        try:
+            torch.save(self.checkpoint_state(), tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Resume from a file written by `save_checkpoint`."""
+        self.load_checkpoint_state(torch.load(path, map_location=self.device, weights_only=True))
+
+    # ----------------------------------------------------------- result
+    def result(self) -> RunResult:
+        """The metrics of the finished run (SPEC §6)."""
+        if self.next_task < len(self.tasks):
+            raise RuntimeError(f"run unfinished: {self.next_task}/{len(self.tasks)} tasks done")
+        ref = self.joint_reference or {}
+        return RunResult(
+            config=self.cfg.model_dump(mode="json"),
+            run_id=self.cfg.run_id(),
+            fingerprint=fingerprint(self.cfg, __version__),
+            metrics=summarize(self.acc_matrix, ref.get("test")),
+            val_metrics=summarize(self.val_acc_matrix, ref.get("val")),
+            acc_matrix=self.acc_matrix,
+            val_acc_matrix=self.val_acc_matrix,
+            seconds=sum(self.task_seconds),
+            task_seconds=self.task_seconds,
+            joint_reference=self.joint_reference,
+        )
+
+
+def run_config(cfg: RunConfig, progress: Progress | None = None, **kwargs) -> RunResult:
+    """Run a whole sequence for `cfg` and return its result."""
+    trainer = Trainer(cfg, progress=progress, **kwargs)
+    for _ in trainer.run():
+        pass
+    return trainer.result()
