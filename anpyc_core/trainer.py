@@ -288,9 +288,9 @@ class Trainer:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ckpt-")
-        os.close(fd)
         try:
-            torch.save(self.checkpoint_state(), tmp)
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(self.checkpoint_state(), fh)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
