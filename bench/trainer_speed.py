@@ -1,0 +1,121 @@
+"""Per-epoch time of our trainer against a minimal hand-written PyTorch loop, in one run.
+
+    python bench/trainer_speed.py [--benchmark fashion-mnist] [--repeats 5]
+
+Both train the same 784-512-256 model shape on the same task tensors with plain SGD, batch 256.
+The bare loop gets a pre-permuted contiguous tensor and an `nn.Sequential`; ours goes through
+the task view (row + pixel gather), the strategy hooks and the loss check. Epochs alternate
+between the two and the median of each is reported. Also reported: the ANPyC importance pass
+(one backward per 100-sample chunk over the whole task) in units of one training epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from anpyc_core import importance as imp
+from anpyc_core.config import validate_config
+from anpyc_core.data import build_tasks, load_raw
+from anpyc_core.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bare_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt, bs: int, gen) -> None:
+    """The reference: the shortest correct minibatch SGD epoch."""
+    order = torch.randperm(len(x), generator=gen)
+    for start in range(0, len(x), bs):
+        idx = order[start : start + bs]
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+def main() -> None:
+    """Measure and write docs/PERFORMANCE.md."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--benchmark", default="fashion-mnist")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "PERFORMANCE.md")
+    args = ap.parse_args()
+    cfg = validate_config({
+        "device": "cpu",
+        "data": {"benchmark": args.benchmark, "scenario": "permuted", "num_tasks": 2},
+        "model": {"hidden": [512, 256]},
+        "strategy": {"method": "finetune"},
+        "optim": {"lr": 0.01, "batch_size": 256},
+    })
+    tasks = build_tasks(cfg.data, load_raw(args.benchmark), cfg.seed)
+    trainer = Trainer(cfg, tasks=tasks)
+    trainer.shuffle = torch.Generator().manual_seed(0)
+    split = tasks.tasks[0].train
+    ours_opt = torch.optim.SGD(trainer.strategy.trainable(0), lr=0.01)
+
+    x, y = split.inputs().contiguous(), split.labels.clone()
+    torch.manual_seed(0)
+    widths = [x.shape[1], 512, 256]
+    bare = nn.Sequential(nn.Linear(widths[0], widths[1]), nn.ReLU(), nn.Linear(widths[1], widths[2]),
+                         nn.ReLU(), nn.Linear(widths[2], 10))
+    bare_opt = torch.optim.SGD(bare.parameters(), lr=0.01)
+    gen = torch.Generator().manual_seed(0)
+
+    ours_t, bare_t = [], []
+    trainer.model.train()
+    for rep in range(args.repeats + 1):  # first round is warm-up
+        t0 = time.perf_counter()
+        trainer._epoch(0, split, ours_opt, rep)
+        t1 = time.perf_counter()
+        bare_epoch(bare, x, y, bare_opt, 256, gen)
+        t2 = time.perf_counter()
+        if rep:
+            ours_t.append(t1 - t0)
+            bare_t.append(t2 - t1)
+    ours, ref = statistics.median(ours_t), statistics.median(bare_t)
+
+    trainer.model.eval()
+    t0 = time.perf_counter()
+    imp.anpyc_importance(trainer.model, split, 0, size=100)
+    full_pass = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    imp.anpyc_importance(trainer.model, split, 0, size=100, cap=10000)
+    capped_pass = time.perf_counter() - t0
+
+    report = [
+        "<!-- trainer_speed:start -->",
+        "## Trainer speed against a bare PyTorch loop (bench/trainer_speed.py)",
+        "",
+        f"Command: `python bench/trainer_speed.py --benchmark {args.benchmark} --repeats {args.repeats}`",
+        f"Machine: {torch.get_num_threads()} CPU threads, torch {torch.__version__}, CPU only.",
+        f"Task: permuted {args.benchmark} task 1, {len(split)} training samples, 784-512-256, SGD, batch 256.",
+        "",
+        "| what | seconds | ratio |",
+        "|---|---|---|",
+        f"| bare loop, one epoch (median of {args.repeats}) | {ref:.3f} | 1.00 |",
+        f"| anpyc-sweep finetune, one epoch (median of {args.repeats}) | {ours:.3f} | {ours / ref:.2f} |",
+        f"| ANPyC importance pass, whole task (chunks of 100) | {full_pass:.3f} | {full_pass / ours:.2f} epochs |",
+        f"| ANPyC importance pass, first 10000 samples | {capped_pass:.3f} | {capped_pass / ours:.2f} epochs |",
+        "",
+        "Target: finetune at most 1.10x the bare loop.",
+        "<!-- trainer_speed:end -->",
+    ]
+    section = "\n".join(report)
+    text = args.out.read_text() if args.out.exists() else "# Performance\n\n"
+    start, end = "<!-- trainer_speed:start -->", "<!-- trainer_speed:end -->"
+    if start in text:
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    args.out.write_text(text)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()
