@@ -16,9 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 Benchmark = Literal["digits", "mnist", "fashion-mnist"]
 Scenario = Literal["split", "permuted"]
-Method = Literal[
-    "anpyc", "ewc", "mas", "si", "regularised", "finetune", "sgd", "sgd_f", "joint", "lwf"
-]
+Method = Literal["anpyc", "ewc", "mas", "si", "regularised", "finetune", "sgd", "sgd_f", "joint", "lwf"]
 Importance = Literal["anpyc", "mas", "ewc", "si", "magnitude", "random"]
 Pruning = Literal["greedy", "none", "greedy_no_pretrain", "random", "xdg"]
 

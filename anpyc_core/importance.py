@@ -48,9 +48,7 @@ def _chunk_mean(
     return {n: total / max(count, 1) for n, total in zip(names, totals, strict=True)}
 
 
-def anpyc_importance(
-    model: MultiHeadMLP, split: Split, task: int, size: int, cap: int | None = None
-) -> Importances:
+def anpyc_importance(model: MultiHeadMLP, split: Split, task: int, size: int, cap: int | None = None) -> Importances:
     """Label-free ANPyC importance: max(g·θ + ½θ²g², 0) of the batch-summed output entropy."""
 
     def entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -58,17 +56,12 @@ def anpyc_importance(
         return -(logq.exp() * logq).sum()
 
     def omega(grads, params):
-        return [
-            (g * p + 0.5 * p.square() * g.square()).clamp_(min=0)
-            for g, p in zip(grads, params, strict=True)
-        ]
+        return [(g * p + 0.5 * p.square() * g.square()).clamp_(min=0) for g, p in zip(grads, params, strict=True)]
 
     return _chunk_mean(model, split, size, cap, omega, entropy, task)
 
 
-def mas_importance(
-    model: MultiHeadMLP, split: Split, task: int, size: int, cap: int | None = None
-) -> Importances:
+def mas_importance(model: MultiHeadMLP, split: Split, task: int, size: int, cap: int | None = None) -> Importances:
     """MAS (Aljundi et al. 2018): |∂ mean_n ‖z_n‖² / ∂θ| averaged over chunks."""
 
     def sq_norm(logits: torch.Tensor) -> torch.Tensor:
@@ -104,9 +97,7 @@ def ewc_importance(
     totals = {n: torch.zeros_like(p) for n, p in theta.items()}
     n_samples = 0
     if fisher == "empirical":
-        per_sample = vmap(
-            grad(lambda p, x, y: log_probs(p, x).gather(0, y[None])[0]), in_dims=(None, 0, 0)
-        )
+        per_sample = vmap(grad(lambda p, x, y: log_probs(p, x).gather(0, y[None])[0]), in_dims=(None, 0, 0))
     else:
         per_sample = vmap(jacrev(log_probs), in_dims=(None, 0))
     for sl in chunks(split, size, cap):
@@ -126,14 +117,9 @@ def ewc_importance(
     return {n: t / max(n_samples, 1) for n, t in totals.items()}
 
 
-def si_importance(
-    path: Importances, params: dict[str, torch.Tensor], start: Importances, xi: float
-) -> Importances:
+def si_importance(path: Importances, params: dict[str, torch.Tensor], start: Importances, xi: float) -> Importances:
     """Synaptic Intelligence (Zenke et al. 2017): ω / ((θ − θ_start)² + ξ), clamped at 0."""
-    return {
-        n: (path[n] / ((p.detach() - start[n]).square() + xi)).clamp(min=0)
-        for n, p in params.items()
-    }
+    return {n: (path[n] / ((p.detach() - start[n]).square() + xi)).clamp(min=0) for n, p in params.items()}
 
 
 def magnitude_importance(params: dict[str, torch.Tensor]) -> Importances:
@@ -143,7 +129,4 @@ def magnitude_importance(params: dict[str, torch.Tensor]) -> Importances:
 
 def random_importance(params: dict[str, torch.Tensor], generator: torch.Generator) -> Importances:
     """Seeded U(0, 1) per parameter: the random control."""
-    return {
-        n: torch.rand(p.shape, generator=generator, device="cpu").to(p.device)
-        for n, p in params.items()
-    }
+    return {n: torch.rand(p.shape, generator=generator, device="cpu").to(p.device) for n, p in params.items()}

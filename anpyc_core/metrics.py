@@ -16,9 +16,7 @@ Matrix = list[list[float]]
 def _check(P: Matrix) -> int:
     T = len(P[0]) if P else 0
     if T < 1 or len(P) != T + 1 or any(len(row) != T for row in P):
-        raise ValueError(
-            f"accuracy matrix must be (T+1) x T, got {len(P)} rows of {[len(r) for r in P]}"
-        )
+        raise ValueError(f"accuracy matrix must be (T+1) x T, got {len(P)} rows of {[len(r) for r in P]}")
     return T
 
 

@@ -20,9 +20,7 @@ class MultiHeadMLP(nn.Module):
     ) -> None:
         super().__init__()
         widths = [in_features, *hidden]
-        self.trunk = nn.ModuleList(
-            nn.Linear(a, b) for a, b in zip(widths, widths[1:], strict=False)
-        )
+        self.trunk = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:], strict=False))
         sizes = [max(head_sizes)] if single_head else head_sizes
         self.heads = nn.ModuleList(nn.Linear(hidden[-1], c) for c in sizes)
         self.dropout = dropout
@@ -58,9 +56,7 @@ class MultiHeadMLP(nn.Module):
         return self.heads[self.head_index(task)](self.features(x, task))
 
 
-def xdg_gates(
-    hidden: list[int], num_tasks: int, off_fraction: float, seed: int
-) -> list[torch.Tensor]:
+def xdg_gates(hidden: list[int], num_tasks: int, off_fraction: float, seed: int) -> list[torch.Tensor]:
     """Context-dependent gates (Masse et al. 2018): per task a fixed random `off_fraction` of
     each hidden layer's units is switched off."""
     gen = torch.Generator().manual_seed(seed * 7919 + 17)

@@ -46,9 +46,7 @@ def _thresholds(
     return {n: percentile(pool(n), q) for n in omega}
 
 
-def greedy_free_set(
-    omega: dict[str, torch.Tensor], previous: Masks | None, q: float, scope: str = "tensor"
-) -> Masks:
+def greedy_free_set(omega: dict[str, torch.Tensor], previous: Masks | None, q: float, scope: str = "tensor") -> Masks:
     """Weights to free at percentage `q`.
 
     First task (`previous` is None): {Ω < percentile(Ω, q)} ∪ {Ω = 0}.

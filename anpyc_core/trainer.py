@@ -76,9 +76,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "device: 'cuda' requested but no CUDA device is available; use auto or cpu"
-        )
+        raise ConfigError("device: 'cuda' requested but no CUDA device is available; use auto or cpu")
     return torch.device(name)
 
 
@@ -136,9 +134,7 @@ class Trainer:
         """Train task t (with pruning rounds), then evaluate every task."""
         start = time.perf_counter()
         torch.manual_seed(derive_seed(self.cfg.seed, t))
-        self.shuffle = torch.Generator(device=self.device).manual_seed(
-            derive_seed(self.cfg.seed, t)
-        )
+        self.shuffle = torch.Generator(device=self.device).manual_seed(derive_seed(self.cfg.seed, t))
         self.model.train()
         if self.cfg.strategy.method == "joint":
             loss = self._fit_joint()
@@ -273,10 +269,7 @@ class Trainer:
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint format {state.get('format')} is not {CHECKPOINT_FORMAT}")
         if state["run_id"] != self.cfg.run_id():
-            raise ValueError(
-                f"checkpoint belongs to run {state['run_id']}, "
-                f"this config is run {self.cfg.run_id()}"
-            )
+            raise ValueError(f"checkpoint belongs to run {state['run_id']}, this config is run {self.cfg.run_id()}")
         self.strategy.load_state_dict(state["strategy"])
         self.next_task = state["next_task"]
         self.acc_matrix = [list(r) for r in state["acc_matrix"]]

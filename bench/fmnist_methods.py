@@ -1,4 +1,4 @@
-"""Permuted Fashion-MNIST: every method, λ chosen per method on validation, table to docs/RESULTS.md.
+"""Permuted Fashion-MNIST: every method, λ chosen per method on validation, into RESULTS.md.
 
     python bench/fmnist_methods.py --tasks 5 10 --seed 0
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from anpyc_core.config import validate_config
 from anpyc_core.data import build_tasks, load_raw
-from anpyc_core.trainer import Trainer
+from anpyc_core.trainer import Trainer, TrainingDiverged
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / "results" / "fmnist_methods"
@@ -42,7 +42,13 @@ def base_config(num_tasks: int, seed: int, epochs: int, importance_samples: int)
         "data": {"benchmark": "fashion-mnist", "scenario": "permuted", "num_tasks": num_tasks},
         "model": {"hidden": [512, 256]},
         "strategy": {"importance_samples": importance_samples},
-        "optim": {"optimizer": "sgd", "lr": 0.1, "batch_size": 256, "epochs": epochs, "retrain_epochs": 1},
+        "optim": {
+            "optimizer": "sgd",
+            "lr": 0.1,
+            "batch_size": 256,
+            "epochs": epochs,
+            "retrain_epochs": 1,
+        },
     }
 
 
@@ -57,9 +63,16 @@ def run_cached(raw_cfg: dict, tasks_cache: dict, raw, joint_ref: dict | None) ->
         tasks_cache[key] = build_tasks(cfg.data, raw, cfg.seed)
     t0 = time.perf_counter()
     trainer = Trainer(cfg, tasks=tasks_cache[key], joint_reference=joint_ref)
-    for record in trainer.run():
-        print(f"    {cfg.strategy.method} task {record.task}/{record.num_tasks} {record.seconds:.1f}s", flush=True)
-    result = trainer.result().to_dict()
+    try:
+        for record in trainer.run():
+            print(
+                f"    {cfg.strategy.method} task {record.task}/{record.num_tasks} {record.seconds:.1f}s",
+                flush=True,
+            )
+        result = trainer.result().to_dict()
+    except TrainingDiverged as err:  # recorded, and never selected
+        print(f"    diverged: {err}", flush=True)
+        result = {"diverged": str(err), "config": cfg.model_dump(mode="json")}
     result["wall_seconds"] = time.perf_counter() - t0
     CACHE.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result))
@@ -91,7 +104,7 @@ def main() -> None:
         print(f"== {num_tasks} tasks: joint reference", flush=True)
         joint = run_cached(set_field(base, "strategy.method", "joint"), tasks_cache, raw, None)
         ref = {"test": joint["acc_matrix"][-1], "val": joint["val_acc_matrix"][-1]}
-        rows = [("joint", None, None, joint)]
+        rows = [("joint", None, None, joint, [])]
         for method, field, grid in METHODS:
             cfg = set_field(base, "strategy.method", method)
             candidates = []
@@ -99,8 +112,10 @@ def main() -> None:
                 trial = cfg if field is None else set_field(cfg, field, value)
                 print(f"== {num_tasks} tasks: {method} {field or ''}={value}", flush=True)
                 candidates.append((value, run_cached(trial, tasks_cache, raw, ref)))
-            value, best = max(candidates, key=lambda c: c[1]["val_metrics"]["acc"])
-            rows.append((method, field, value, best))
+            usable = [c for c in candidates if "diverged" not in c[1]]
+            diverged = [v for v, r in candidates if "diverged" in r]
+            value, best = max(usable, key=lambda c: c[1]["val_metrics"]["acc"])
+            rows.append((method, field, value, best, diverged))
         tables.append((num_tasks, rows))
     write_markdown(args, tables)
 
@@ -124,23 +139,24 @@ def write_markdown(args, tables) -> None:
         f"β=50, decay 0.8, 10 %-steps, 1 retraining epoch per round; importance on the first "
         f"{args.importance_samples} training samples of each task. Seed {args.seed}, one run per "
         "cell. λ (LwF: α) chosen per method by **validation** ACC; the table shows **test** "
-        "metrics of that choice. FWT against the joint run of the same seed.",
+        "metrics of that choice. FWT against the joint run of the same seed. 'diverged' lists grid "
+        "values whose loss became NaN (penalty step 2·lr·λ·Ω > 1); they are never selected.",
         "",
     ]
     for num_tasks, rows in tables:
         lines += [
             f"### {num_tasks} tasks",
             "",
-            "| method | chosen | val ACC | ACC | BWT | FWT | forgetting | LA | seconds |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| method | chosen | val ACC | ACC | BWT | FWT | forgetting | LA | seconds | diverged |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for method, field, value, r in rows:
+        for method, field, value, r, diverged in rows:
             m = r["metrics"]
             chosen = "-" if field is None else f"{field.split('.')[1]}={value:g}"
             lines.append(
                 f"| {method} | {chosen} | {fmt(r['val_metrics']['acc'])} | {fmt(m['acc'])} | "
                 f"{fmt(m['bwt'])} | {fmt(m['fwt'])} | {fmt(m['forgetting'])} | {fmt(m['la'])} | "
-                f"{r['seconds']:.0f} |"
+                f"{r['seconds']:.0f} | {', '.join(f'{d:g}' for d in diverged) or '-'} |"
             )
         lines.append("")
     lines.append("<!-- fmnist_methods:end -->")

@@ -46,13 +46,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "PERFORMANCE.md")
     args = ap.parse_args()
-    cfg = validate_config({
-        "device": "cpu",
-        "data": {"benchmark": args.benchmark, "scenario": "permuted", "num_tasks": 2},
-        "model": {"hidden": [512, 256]},
-        "strategy": {"method": "finetune"},
-        "optim": {"lr": 0.01, "batch_size": 256},
-    })
+    cfg = validate_config(
+        {
+            "device": "cpu",
+            "data": {"benchmark": args.benchmark, "scenario": "permuted", "num_tasks": 2},
+            "model": {"hidden": [512, 256]},
+            "strategy": {"method": "finetune"},
+            "optim": {"lr": 0.01, "batch_size": 256},
+        }
+    )
     tasks = build_tasks(cfg.data, load_raw(args.benchmark), cfg.seed)
     trainer = Trainer(cfg, tasks=tasks)
     trainer.shuffle = torch.Generator().manual_seed(0)
@@ -62,8 +64,13 @@ def main() -> None:
     x, y = split.inputs().contiguous(), split.labels.clone()
     torch.manual_seed(0)
     widths = [x.shape[1], 512, 256]
-    bare = nn.Sequential(nn.Linear(widths[0], widths[1]), nn.ReLU(), nn.Linear(widths[1], widths[2]),
-                         nn.ReLU(), nn.Linear(widths[2], 10))
+    bare = nn.Sequential(
+        nn.Linear(widths[0], widths[1]),
+        nn.ReLU(),
+        nn.Linear(widths[1], widths[2]),
+        nn.ReLU(),
+        nn.Linear(widths[2], 10),
+    )
     bare_opt = torch.optim.SGD(bare.parameters(), lr=0.01)
     gen = torch.Generator().manual_seed(0)
 

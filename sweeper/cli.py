@@ -91,17 +91,11 @@ def _root() -> None:
 @app.command()
 def train(
     config: Path = typer.Argument(None, help="Run config YAML (omit for the embedded defaults)."),
-    set_: list[str] = typer.Option(
-        [], "--set", help="Override a field: key.path=value (repeatable)."
-    ),
+    set_: list[str] = typer.Option([], "--set", help="Override a field: key.path=value (repeatable)."),
     out: Path = typer.Option(None, "--out", help="Output folder (default: runs/<run id>)."),
     joint: Path = typer.Option(None, "--joint", help="A joint run's result.json, for FWT."),
-    checkpoint_dir: Path = typer.Option(
-        None, "--checkpoint-dir", help="Save state at every task boundary."
-    ),
-    resume: bool = typer.Option(
-        False, "--resume", help="Continue from --checkpoint-dir's checkpoint."
-    ),
+    checkpoint_dir: Path = typer.Option(None, "--checkpoint-dir", help="Save state at every task boundary."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from --checkpoint-dir's checkpoint."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-epoch progress."),
 ) -> None:
     """Run one task sequence locally (no Ray) and write result.json."""
@@ -144,6 +138,145 @@ def train(
     write_json_atomic(out / "result.json", result)
     typer.echo(format_table(result))
     typer.echo(f"wrote {out / 'result.json'}")
+
+
+def _study(path: Path, storage: str | None = None, tracking_uri: str | None = None):
+    """Load a study spec (exit 2 on any problem) with CLI overrides of storage and tracking URI."""
+    from sweeper.spec import load_study
+
+    try:
+        spec = load_study(path)
+    except ConfigError as err:
+        fail(str(err), 2)
+    updates = {k: v for k, v in (("storage", storage), ("tracking_uri", tracking_uri)) if v}
+    return spec.model_copy(update=updates) if updates else spec
+
+
+@app.command()
+def validate(study: Path = typer.Argument(..., help="Study YAML.")) -> None:
+    """Check a study spec and print its trial count, without starting Ray."""
+    spec = _study(study)
+    typer.echo(
+        f"{spec.name}: valid; {spec.trial_count()} trials ({spec.searcher}, "
+        f"{len(spec.ablations)} ablation(s) x {len(spec.seeds)} seed(s)); results in {spec.study_dir}"
+    )
+
+
+@app.command()
+def launch(
+    study: Path = typer.Argument(..., help="Study YAML."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted study."),
+    address: str = typer.Option(None, "--address", help="Ray cluster address ('auto' for a running cluster)."),
+    storage: str = typer.Option(None, "--storage", help="Override the study's storage folder."),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help="Override the MLflow tracking URI."),
+    yes: bool = typer.Option(False, "--yes", help=f"Allow more than {200} trials."),
+) -> None:
+    """Run a study on Ray Tune (locally, or on a cluster with --address)."""
+    from sweeper.launch import StudyError, spec_text
+    from sweeper.launch import launch as run_launch
+    from sweeper.query import best_trials
+    from sweeper.spec import MAX_TRIALS_WITHOUT_YES
+
+    spec = _study(study, storage, tracking_uri)
+    if spec.trial_count() > MAX_TRIALS_WITHOUT_YES and not yes:
+        fail(
+            f"{spec.name}: {spec.trial_count()} trials is more than {MAX_TRIALS_WITHOUT_YES}; pass --yes to run them", 2
+        )
+    try:
+        run_launch(spec, spec_text(spec), resume=resume, address=address)
+    except (StudyError, RuntimeError) as err:
+        fail(str(err), 1)
+    obj = spec.objectives[0]
+    best = best_trials(spec, obj.metric, obj.mode, 1)
+    typer.echo(
+        f"study {spec.name} done: results in {spec.study_dir} (trials.parquet, tasks.parquet), "
+        f"MLflow at {spec.resolved_tracking_uri()}"
+    )
+    if best:
+        b = best[0]
+        typer.echo(
+            f"best by {obj.metric}: run {b['run_id']} ablation={b['ablation']} seed={b['seed']} "
+            f"{obj.metric}={b[obj.metric]:.2f} test_acc={b['test_acc']:.2f} params={b['params']}"
+        )
+
+
+@app.command()
+def status(
+    study: Path = typer.Argument(..., help="Study YAML."),
+    storage: str = typer.Option(None, "--storage"),
+    tracking_uri: str = typer.Option(None, "--tracking-uri"),
+) -> None:
+    """Trial counts of a study by status (Parquet and MLflow)."""
+    from sweeper.query import study_status
+
+    typer.echo(json.dumps(study_status(_study(study, storage, tracking_uri)), indent=2))
+
+
+@app.command()
+def best(
+    study: Path = typer.Argument(..., help="Study YAML."),
+    metric: str = typer.Option(None, "--metric", help="Validation metric (default: the study's first objective)."),
+    top: int = typer.Option(5, "--top", min=1),
+    as_json: bool = typer.Option(False, "--json"),
+    storage: str = typer.Option(None, "--storage"),
+    tracking_uri: str = typer.Option(None, "--tracking-uri"),
+) -> None:
+    """The best finished trials of a study, from MLflow."""
+    from sweeper.query import QueryError, best_trials
+    from sweeper.spec import Objective
+
+    spec = _study(study, storage, tracking_uri)
+    try:
+        obj = Objective(metric=metric) if metric else spec.objectives[0]
+    except ValueError as err:
+        fail(f"--metric: {str(err).splitlines()[-1].strip()}", 2)
+    mode = obj.mode if metric is None else ("min" if obj.metric in ("val_forgetting",) else "max")
+    try:
+        rows = best_trials(spec, obj.metric, mode, top)
+    except QueryError as err:
+        fail(str(err), 2)
+    except RuntimeError as err:
+        fail(str(err), 1)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    typer.echo(f"{'rank':<5}{'run id':<34}{'ablation':<18}{'seed':>5}{obj.metric:>12}{'test_acc':>10}  params")
+    for i, r in enumerate(rows, 1):
+        typer.echo(
+            f"{i:<5}{r['run_id']:<34}{r['ablation']:<18}{r['seed']:>5}{r[obj.metric]:>12.2f}"
+            f"{r['test_acc']:>10.2f}  {r['params']}"
+        )
+
+
+@app.command()
+def rerun(
+    run_id: str = typer.Argument(..., help="MLflow run id of a trial."),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help="Where the run is (or use --study)."),
+    study: Path = typer.Option(None, "--study", help="Study YAML, to find its tracking store."),
+    set_: list[str] = typer.Option([], "--set", help="Override a field of the rerun."),
+) -> None:
+    """Run a trial's exact config locally, without Ray, and compare with what was recorded."""
+    from sweeper.query import QueryError
+    from sweeper.query import rerun as do_rerun
+
+    if tracking_uri is None and study is None:
+        fail("rerun: give --tracking-uri or --study", 2)
+    uri = tracking_uri or _study(study).resolved_tracking_uri()
+    try:
+        cfg, recorded, new = do_rerun(run_id, uri, set_)
+    except (QueryError, ConfigError) as err:
+        fail(str(err), 2)
+    except RuntimeError as err:
+        fail(str(err), 1)
+    typer.echo(f"{'metric':<18}{'recorded':>12}{'rerun':>12}")
+    same = True
+    for key in sorted(set(recorded) | set(new)):
+        a, b = recorded.get(key), new.get(key)
+        same &= a is None or b is None or abs(a - b) < 1e-9
+        fa = f"{a:12.4f}" if a is not None else f"{'-':>12}"
+        fb = f"{b:12.4f}" if b is not None else f"{'-':>12}"
+        typer.echo(f"{key:<18}{fa}{fb}")
+    typer.echo("identical" if same else "DIFFERENT (expected if --set changed the config, or across devices)")
 
 
 def main() -> None:

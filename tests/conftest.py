@@ -28,9 +28,7 @@ def make_cfg():
     """Build a validated tiny config with dotted-key overrides."""
 
     def make(**overrides):
-        return validate_config(
-            apply_overrides(TINY, {k.replace("__", "."): v for k, v in overrides.items()})
-        )
+        return validate_config(apply_overrides(TINY, {k.replace("__", "."): v for k, v in overrides.items()}))
 
     return make
 

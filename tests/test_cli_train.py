@@ -11,9 +11,7 @@ from tests.conftest import TINY
 
 
 def cli(*args, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "sweeper.cli", *args], capture_output=True, text=True, cwd=cwd
-    )
+    return subprocess.run([sys.executable, "-m", "sweeper.cli", *args], capture_output=True, text=True, cwd=cwd)
 
 
 @pytest.fixture
@@ -47,12 +45,7 @@ def test_train_writes_result_json_with_every_field(tiny_yaml, tmp_path):
 
 def test_joint_reference_and_checkpoint_resume(tiny_yaml, tmp_path):
     joint = tmp_path / "joint"
-    assert (
-        cli(
-            "train", str(tiny_yaml), "--set", "strategy.method=joint", "--out", str(joint), "-q"
-        ).returncode
-        == 0
-    )
+    assert cli("train", str(tiny_yaml), "--set", "strategy.method=joint", "--out", str(joint), "-q").returncode == 0
     ck = tmp_path / "ck"
     proc = cli(
         "train",
@@ -105,12 +98,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tiny_yaml, tmp_path,
 
 def test_wrong_joint_reference_is_refused(tiny_yaml, tmp_path):
     other = tmp_path / "other"
-    assert (
-        cli(
-            "train", str(tiny_yaml), "--set", "strategy.method=finetune", "--out", str(other), "-q"
-        ).returncode
-        == 0
-    )
+    assert cli("train", str(tiny_yaml), "--set", "strategy.method=finetune", "--out", str(other), "-q").returncode == 0
     proc = cli("train", str(tiny_yaml), "--joint", str(other / "result.json"))
     assert proc.returncode == 2 and "not a result of method 'joint'" in proc.stderr
 

@@ -41,9 +41,7 @@ def test_idx_dataset_loads_plain_and_gzip(tmp_path, gz):
     raw = load_idx_dataset("mnist", data_dir=str(tmp_path), download=False)
     assert raw.x_train.shape == (60, 784) and raw.x_train.dtype == np.float32
     assert raw.x_train.max() <= 1.0 and raw.x_train.min() >= 0.0
-    np.testing.assert_allclose(
-        raw.x_train[0] * 255, data["train-images-idx3-ubyte"][0].reshape(-1), atol=1e-3
-    )
+    np.testing.assert_allclose(raw.x_train[0] * 255, data["train-images-idx3-ubyte"][0].reshape(-1), atol=1e-3)
     assert raw.y_test.tolist() == (np.arange(20) % 10).tolist()
 
 
@@ -52,10 +50,7 @@ def test_search_order_prefers_data_dir_then_env(tmp_path, monkeypatch):
     write_fake_mnist(tmp_path / "explicit", n_train=40)
     monkeypatch.setenv("ANPYC_DATA_DIR", str(tmp_path / "env"))
     assert len(load_idx_dataset("fashion-mnist", download=False).y_train) == 30
-    assert (
-        len(load_idx_dataset("fashion-mnist", str(tmp_path / "explicit"), download=False).y_train)
-        == 40
-    )
+    assert len(load_idx_dataset("fashion-mnist", str(tmp_path / "explicit"), download=False).y_train) == 40
 
 
 def test_missing_dataset_lists_every_path_tried(tmp_path, monkeypatch):

@@ -26,9 +26,7 @@ def test_percentile_matches_numpy_linear_interpolation():
     np = pytest.importorskip("numpy")
     values = torch.rand(1000, generator=torch.Generator().manual_seed(0))
     for q in (0, 7.5, 50, 99, 100):
-        assert float(percentile(values, q)) == pytest.approx(
-            float(np.percentile(values.numpy(), q)), rel=1e-5
-        )
+        assert float(percentile(values, q)) == pytest.approx(float(np.percentile(values.numpy(), q)), rel=1e-5)
 
 
 def test_first_task_frees_below_percentile_and_all_zeros():

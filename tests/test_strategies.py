@@ -96,12 +96,8 @@ def test_free_sets_never_grow_and_rounds_stop_at_target(make_trainer):
 
     def tie_free_measure(task, data, round_index):
         # distinct positive values, except exactly 0 on weights freed in an earlier round
-        freed = st._round_free or {
-            n: torch.zeros_like(p, dtype=torch.bool) for n, p in st.params.items()
-        }
-        return {
-            n: (torch.rand(p.shape, generator=gen) + 0.01) * ~freed[n] for n, p in st.params.items()
-        }
+        freed = st._round_free or {n: torch.zeros_like(p, dtype=torch.bool) for n, p in st.params.items()}
+        return {n: (torch.rand(p.shape, generator=gen) + 0.01) * ~freed[n] for n, p in st.params.items()}
 
     st.measure = tie_free_measure
     previous = None

@@ -33,9 +33,7 @@ def test_same_seed_gives_bit_identical_results(make_trainer):
     b = make_trainer(model__dropout=0.1)
     ra, rb = finish(a), finish(b)
     assert ra.acc_matrix == rb.acc_matrix and ra.val_acc_matrix == rb.val_acc_matrix
-    for (k, x), (_, y) in zip(
-        a.strategy.state_dict().items(), b.strategy.state_dict().items(), strict=True
-    ):
+    for (k, x), (_, y) in zip(a.strategy.state_dict().items(), b.strategy.state_dict().items(), strict=True):
         assert torch.equal(x, y), k
     c = finish(make_trainer(model__dropout=0.1, seed=4))
     assert c.acc_matrix != ra.acc_matrix
@@ -65,9 +63,7 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(make_trainer, tmp_path,
     result = finish(resumed)
     assert result.acc_matrix == expected.acc_matrix
     assert result.val_acc_matrix == expected.val_acc_matrix
-    for (k, x), (_, y) in zip(
-        full.strategy.state_dict().items(), resumed.strategy.state_dict().items(), strict=True
-    ):
+    for (k, x), (_, y) in zip(full.strategy.state_dict().items(), resumed.strategy.state_dict().items(), strict=True):
         assert torch.equal(x, y), k
 
 
@@ -114,9 +110,7 @@ def test_result_carries_fingerprint_and_timings(make_trainer):
     fp = result.fingerprint
     assert fp["benchmark"] == "digits" and fp["num_tasks"] == 3 and fp["importance_batch"] == 1
     assert fp["model"]["hidden"] == [16, 16] and fp["version"] and len(fp["hash"]) == 12
-    assert len(result.task_seconds) == 3 and result.seconds == pytest.approx(
-        sum(result.task_seconds)
-    )
+    assert len(result.task_seconds) == 3 and result.seconds == pytest.approx(sum(result.task_seconds))
     json.dumps(result.to_dict())
 
 

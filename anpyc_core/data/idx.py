@@ -38,12 +38,9 @@ def read_idx(path: str | Path) -> np.ndarray:
     body = len(raw) - header
     if body != expected:
         raise DataError(
-            f"{path}: truncated or corrupt IDX file (header says {dims}, "
-            f"needs {expected} bytes of data, found {body})"
+            f"{path}: truncated or corrupt IDX file (header says {dims}, needs {expected} bytes of data, found {body})"
         )
-    return (
-        np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
-    )
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> None:

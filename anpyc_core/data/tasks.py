@@ -96,9 +96,7 @@ def task_rng(seed: int, task: int, stream: int) -> np.random.Generator:
 _STREAM_SUBSAMPLE, _STREAM_VAL, _STREAM_PERM = 1, 2, 3
 
 
-def build_tasks(
-    cfg: DataConfig, raw: RawDataset, seed: int, device: torch.device | str = "cpu"
-) -> TaskSequence:
+def build_tasks(cfg: DataConfig, raw: RawDataset, seed: int, device: torch.device | str = "cpu") -> TaskSequence:
     """Build the task sequence described by `cfg` from `raw` on `device` (SPEC §2)."""
     device = torch.device(device)
     x_train = as_device_tensor(raw.x_train, device)
@@ -123,9 +121,7 @@ def build_tasks(
             rng = task_rng(seed, t, _STREAM_SUBSAMPLE)
             kept, _ = stratified_holdout(raw.y_train[train_pos], frac, rng)
             train_pos = train_pos[kept]
-        fit_idx, val_idx = stratified_holdout(
-            raw.y_train[train_pos], cfg.val_fraction, task_rng(seed, t, _STREAM_VAL)
-        )
+        fit_idx, val_idx = stratified_holdout(raw.y_train[train_pos], cfg.val_fraction, task_rng(seed, t, _STREAM_VAL))
         test_pos = np.flatnonzero(np.isin(raw.y_test, classes))
 
         def split(images, labels, pos, perm=perm, lookup=lookup):

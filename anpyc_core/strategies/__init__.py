@@ -25,9 +25,7 @@ def build_model(cfg: RunConfig, in_features: int, head_sizes: list[int]) -> Mult
         single_head=cfg.strategy.method == "sgd",
     )
     if cfg.strategy.pruning == "xdg":
-        model.set_gates(
-            xdg_gates(cfg.model.hidden, len(head_sizes), cfg.strategy.xdg_gate, cfg.seed)
-        )
+        model.set_gates(xdg_gates(cfg.model.hidden, len(head_sizes), cfg.strategy.xdg_gate, cfg.seed))
     return model
 
 

@@ -64,9 +64,7 @@ class Regularised(Strategy):
             self._si_prev = {n: p.detach().clone() for n, p in self.params.items()}
         if self._consolidating and self.s.consolidation == "penalty":
             for name, p in self.params.items():  # d/dθ λΣΩ(θ-θ*)² = 2λΩ(θ-θ*)
-                p.grad.addcmul_(
-                    self.omega[name], p.detach() - self.anchor[name], value=2 * self.s.lam
-                )
+                p.grad.addcmul_(self.omega[name], p.detach() - self.anchor[name], value=2 * self.s.lam)
         if self._round_free is not None:
             for name, p in self.params.items():
                 p.grad.masked_fill_(self._round_free[name], 0.0)
@@ -76,9 +74,7 @@ class Regularised(Strategy):
         """Decoupled pull towards θ* (`update`) and SI's path-integral step."""
         if self._consolidating and self.s.consolidation == "update":
             if self._coef_lr != lr:
-                self._coef = {
-                    n: (2 * lr * self.s.lam * o).clamp_(max=1.0) for n, o in self.omega.items()
-                }
+                self._coef = {n: (2 * lr * self.s.lam * o).clamp_(max=1.0) for n, o in self.omega.items()}
                 self._coef_lr = lr
             for name, p in self.params.items():
                 p.sub_(self._coef[name] * (p - self.anchor[name]))
@@ -122,9 +118,7 @@ class Regularised(Strategy):
     @torch.no_grad()
     def penalty(self) -> float:
         """λ · Σ Ω^{1:t-1} ⊙ (θ − θ*)²."""
-        total = sum(
-            (self.omega[n] * (p - self.anchor[n]).square()).sum() for n, p in self.params.items()
-        )
+        total = sum((self.omega[n] * (p - self.anchor[n]).square()).sum() for n, p in self.params.items())
         return float(self.s.lam * total)
 
     # ------------------------------------------------------------- helpers
@@ -150,9 +144,7 @@ class Regularised(Strategy):
             if kind == "ewc":
                 return imp.ewc_importance(self.model, data.train, task, size, cap, self.s.fisher)
             if kind == "si":
-                return imp.si_importance(
-                    self.si_path.as_dict(), self.params, self.anchor.as_dict(), self.s.si_xi
-                )
+                return imp.si_importance(self.si_path.as_dict(), self.params, self.anchor.as_dict(), self.s.si_xi)
             if kind == "magnitude":
                 return imp.magnitude_importance(self.params)
             gen = torch.Generator().manual_seed(_derive(self.cfg.seed, task, round_index))

@@ -1,0 +1,216 @@
+"""Launch or resume a study on Ray Tune."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import ray
+import yaml
+from ray import tune
+
+from anpyc_core.config import validate_config
+from anpyc_core.data import load_raw
+from sweeper.spec import StudySpec
+from sweeper.trainable import joint_key, train_trial
+
+TUNE_DIR = "tune"
+
+
+class StudyError(RuntimeError):
+    """A study cannot start or continue (exit code 1)."""
+
+
+def tune_space(spec: StudySpec) -> dict[str, Any]:
+    """The Tune param_space: ablation, seed and the searched points (key names keep their dots)."""
+    if spec.searcher == "grid":
+        return {
+            "ablation": tune.grid_search(list(spec.ablations)),
+            "seed": tune.grid_search(spec.seeds),
+            "point": {k: tune.grid_search(d.grid) for k, d in spec.search.items()},
+        }
+    point = {}
+    for key, d in spec.search.items():
+        if d.kind in ("grid", "choice"):
+            point[key] = tune.choice(d.values())
+        elif d.kind == "uniform":
+            point[key] = tune.uniform(*d.uniform)
+        elif d.kind == "loguniform":
+            point[key] = tune.loguniform(*d.loguniform)
+        else:
+            point[key] = tune.randint(d.int[0], d.int[1] + 1)
+    one = len(spec.ablations) == 1 and len(spec.seeds) == 1
+    return {
+        "ablation": next(iter(spec.ablations)) if one else tune.choice(list(spec.ablations)),
+        "seed": spec.seeds[0] if len(spec.seeds) == 1 else tune.choice(spec.seeds),
+        "point": point,
+    }
+
+
+def search_algorithm(spec: StudySpec):
+    """OptunaSearch for `searcher: optuna` (None for grid)."""
+    if spec.searcher != "optuna":
+        return None
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    seed = spec.optuna.seed
+    sampler = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+    }[spec.optuna.sampler]()
+    metrics = [o.metric for o in spec.objectives]
+    modes = [o.mode for o in spec.objectives]
+    single = len(metrics) == 1
+    return OptunaSearch(metric=metrics[0] if single else metrics, mode=modes[0] if single else modes, sampler=sampler)
+
+
+def scheduler(spec: StudySpec, max_tasks: int):
+    """ASHA on the number of finished tasks, or None."""
+    if spec.scheduler.kind != "asha":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    obj = spec.objectives[0]
+    return ASHAScheduler(
+        time_attr="task",
+        metric=obj.metric,
+        mode=obj.mode,
+        max_t=max_tasks,
+        grace_period=spec.scheduler.grace_period,
+        reduction_factor=spec.scheduler.reduction_factor,
+    )
+
+
+def sample_run_configs(spec: StudySpec) -> list[dict]:
+    """Run configs covering what the study can run (every trial for grid; the extremes for optuna)."""
+    points = spec.grid_points() if spec.searcher == "grid" else [{}]
+    return [spec.run_config(a, s, p) for a in spec.ablations for s in spec.seeds for p in points]
+
+
+def load_datasets(configs: list[dict]) -> dict:
+    """Each benchmark the study uses, loaded once in the driver (shared via the object store)."""
+    out = {}
+    for cfg in configs:
+        data = cfg["data"]
+        if data["benchmark"] not in out:
+            out[data["benchmark"]] = load_raw(data["benchmark"], data["data_dir"], data["download"])
+    return out
+
+
+@ray.remote
+def _joint_run(cfg: dict, raw) -> dict:
+    from anpyc_core.data import build_tasks
+    from anpyc_core.trainer import Trainer, resolve_device
+
+    run_cfg = validate_config(cfg)
+    trainer = Trainer(run_cfg, tasks=build_tasks(run_cfg.data, raw, run_cfg.seed, resolve_device(run_cfg.device)))
+    for _ in trainer.run():
+        pass
+    result = trainer.result()
+    return {"test": result.acc_matrix[-1], "val": result.val_acc_matrix[-1]}
+
+
+def joint_references(spec: StudySpec, configs: list[dict], dataset_refs: dict) -> dict[str, dict]:
+    """m_i for every distinct (data, model, seed), computed once and cached in the study folder."""
+    if not spec.joint_reference:
+        return {}
+    folder = spec.study_dir / "joint"
+    folder.mkdir(parents=True, exist_ok=True)
+    refs, pending = {}, {}
+    for cfg in configs:
+        key = joint_key(cfg)
+        path = folder / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
+        if key in refs or key in pending:
+            continue
+        if path.exists():
+            refs[key] = json.loads(path.read_text())
+            continue
+        joint_cfg = json.loads(json.dumps(cfg))
+        joint_cfg["strategy"] = {"method": "joint"}
+        options = {"num_cpus": spec.resources.cpu, "num_gpus": spec.resources.gpu}
+        pending[key] = (path, _joint_run.options(**options).remote(joint_cfg, dataset_refs[cfg["data"]["benchmark"]]))
+    for key, (path, ref) in pending.items():
+        refs[key] = ray.get(ref)
+        path.write_text(json.dumps(refs[key]))
+    return refs
+
+
+def check_storage(spec: StudySpec) -> None:
+    """Fail early (nothing written) when the storage folder cannot be created or written."""
+    probe = spec.study_dir
+    existing = next((p for p in [probe, *probe.parents] if p.exists()), None)
+    if existing is None or not os.access(existing, os.W_OK) or not existing.is_dir():
+        raise StudyError(f"storage {spec.storage}: not writable (first existing parent: {existing})")
+
+
+def launch(spec: StudySpec, spec_yaml: str, resume: bool = False, address: str | None = None) -> Any:
+    """Run (or resume) the study; returns Tune's ResultGrid."""
+    from sweeper.tracking import StudyRecorder, tracking_client
+
+    exp_dir = spec.study_dir / TUNE_DIR
+    exists = (spec.study_dir / "study.yaml").exists()
+    if exists and not resume:
+        raise StudyError(f"study {spec.name} already exists in {spec.study_dir}; use --resume to continue it")
+    if resume and not exists:
+        raise StudyError(f"--resume: no study {spec.name} in {spec.study_dir}")
+    check_storage(spec)
+    if spec.tracking_uri:
+        tracking_client(spec.tracking_uri)  # unreachable store: fail before anything is written
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    configs = sample_run_configs(spec)
+    datasets = load_datasets(configs)
+    spec.study_dir.mkdir(parents=True, exist_ok=True)
+    if not exists:
+        (spec.study_dir / "study.yaml").write_text(spec_yaml)
+    dataset_refs = {name: ray.put(raw) for name, raw in datasets.items()}
+    refs = joint_references(spec, configs, dataset_refs)
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, spec=spec.model_dump(mode="json"), datasets=datasets, joint_refs=refs),
+        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+    )
+    callbacks = [StudyRecorder(spec, spec_yaml)]  # a restored Tuner brings back its own copy
+    if resume and tune.Tuner.can_restore(str(exp_dir)):
+        tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        max_tasks = max(validate_config(c).data.tasks for c in configs)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=tune_space(spec),
+            tune_config=tune.TuneConfig(
+                search_alg=search_algorithm(spec),
+                scheduler=scheduler(spec, max_tasks),
+                num_samples=1 if spec.searcher == "grid" else spec.optuna.num_samples,
+                max_concurrent_trials=spec.max_concurrent_trials,
+            ),
+            run_config=tune.RunConfig(
+                name=TUNE_DIR,
+                storage_path=str(spec.study_dir),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                callbacks=callbacks,
+                verbose=1,
+            ),
+        )
+    return tuner.fit()
+
+
+def spec_text(spec: StudySpec) -> str:
+    """The resolved spec as YAML (what is stored with the study)."""
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+
+
+def study_paths(spec: StudySpec) -> dict[str, Path]:
+    """Where a study keeps its files."""
+    return {
+        "study": spec.study_dir,
+        "trials": spec.study_dir / "trials.parquet",
+        "tasks": spec.study_dir / "tasks.parquet",
+        "tune": spec.study_dir / TUNE_DIR,
+    }

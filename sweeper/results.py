@@ -1,0 +1,79 @@
+"""Parquet results of a study: `trials.parquet` (one row per trial) and `tasks.parquet` (long form).
+
+Every write is an upsert on the table's key, written to a temp file and renamed into place, so a
+crash never leaves a torn file and a replayed event never duplicates a row.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TRIAL_KEY = ["trial_id"]
+TASK_KEY = ["trial_id", "after_task", "eval_task", "split"]
+
+
+def upsert(path: Path, rows: list[dict[str, Any]], key: list[str]) -> pd.DataFrame:
+    """Insert or replace `rows` (matched on `key`) in the Parquet file at `path`, atomically."""
+    new = pd.DataFrame(rows)
+    if path.exists():
+        old = pd.read_parquet(path)
+        merged = pd.concat([old, new], ignore_index=True)
+        merged = merged.drop_duplicates(subset=key, keep="last").reset_index(drop=True)
+    else:
+        merged = new
+    merged = merged.sort_values(key, kind="stable").reset_index(drop=True)
+    write_atomic(path, merged)
+    return merged
+
+
+def write_atomic(path: Path, frame: pd.DataFrame) -> None:
+    """Write a DataFrame as Parquet via temp file + rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    os.close(fd)
+    try:
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
+    """Flatten nested config dicts to `cfg.section.field` columns (lists kept as strings)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            flatten(f"{prefix}.{k}" if prefix else k, v, out)
+    else:
+        out[prefix] = str(value) if isinstance(value, list) else value
+    return out
+
+
+def task_rows(trial_id: str, after_task: int, acc_row: list[float], val_row: list[float]) -> list[dict]:
+    """Long-form rows for one task report: one per (evaluated task, split)."""
+    rows = []
+    for split, row in (("test", acc_row), ("val", val_row)):
+        for i, acc in enumerate(row):
+            rows.append(
+                {
+                    "trial_id": trial_id,
+                    "after_task": after_task,
+                    "eval_task": i + 1,
+                    "split": split,
+                    "accuracy": float(acc),
+                }
+            )
+    return rows
+
+
+def read_trials(study_dir: Path) -> pd.DataFrame:
+    """trials.parquet of a study (empty frame if none yet)."""
+    path = study_dir / "trials.parquet"
+    return pd.read_parquet(path) if path.exists() else pd.DataFrame()

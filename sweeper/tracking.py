@@ -1,0 +1,234 @@
+"""Exactly-once MLflow tracking and Parquet results, driven from the Tune driver.
+
+One parent run per study and one nested run per trial, found by tags before anything is created,
+so a resumed study reattaches to its runs. Per-task metrics are logged as steps, skipping steps a
+run already has (a trial replayed from an older checkpoint never logs a step twice).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+from ray.tune import Callback
+
+from sweeper import results
+from sweeper.spec import StudySpec
+from sweeper.trainable import trial_run_config
+
+TAG_STUDY, TAG_ROLE, TAG_TRIAL = "anpyc_study", "anpyc_role", "anpyc_trial"
+FINAL_KEYS = ("acc", "bwt", "fwt", "fwt_init", "forgetting", "la")
+
+
+def tracking_client(uri: str) -> MlflowClient:
+    """A client for `uri`, failing fast with a one-line error when the store is unreachable."""
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as err:  # any backend error means: not usable
+        raise RuntimeError(f"tracking URI {uri}: unreachable ({type(err).__name__})") from None
+    return client
+
+
+def study_experiment(client: MlflowClient, spec: StudySpec) -> str:
+    """The MLflow experiment id of the study (created on first use, artifacts in the study dir)."""
+    exp = client.get_experiment_by_name(spec.name)
+    if exp is not None:
+        return exp.experiment_id
+    artifacts = (spec.study_dir / "mlartifacts").as_uri()
+    try:
+        return client.create_experiment(spec.name, artifact_location=artifacts)
+    except mlflow.exceptions.MlflowException:  # created concurrently by another driver
+        return client.get_experiment_by_name(spec.name).experiment_id
+
+
+def find_run(client: MlflowClient, exp_id: str, **tags: str):
+    """The single run carrying all `tags`, or None."""
+    flt = " and ".join(f"tags.{k} = '{v}'" for k, v in tags.items())
+    found = client.search_runs([exp_id], filter_string=flt, max_results=2)
+    return found[0] if found else None
+
+
+class StudyRecorder(Callback):
+    """Tune callback that writes MLflow runs and Parquet rows for every trial, exactly once."""
+
+    def __init__(self, spec: StudySpec, spec_yaml: str) -> None:
+        self.spec = spec
+        self.spec_yaml = spec_yaml
+        self.spec_dict = spec.model_dump(mode="json")
+        self.study_dir = spec.study_dir
+        self.client: MlflowClient | None = None
+
+    def __getstate__(self) -> dict:
+        # Tune pickles callbacks with the experiment; a restored copy reconnects in setup().
+        return {"spec_dict": self.spec_dict, "spec_yaml": self.spec_yaml}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(StudySpec.model_validate(state["spec_dict"]), state["spec_yaml"])
+
+    def setup(self, **info: Any) -> None:
+        """Connect to MLflow and find or create the study's parent run."""
+        spec = self.spec
+        self.client = tracking_client(spec.resolved_tracking_uri())
+        self.exp_id = study_experiment(self.client, spec)
+        parent = find_run(self.client, self.exp_id, **{TAG_STUDY: spec.name, TAG_ROLE: "parent"})
+        if parent is None:
+            run = self.client.create_run(
+                self.exp_id, run_name=spec.name, tags={TAG_STUDY: spec.name, TAG_ROLE: "parent"}
+            )
+            self.parent_id = run.info.run_id
+            self.client.log_text(self.parent_id, self.spec_yaml, "study.yaml")
+        else:
+            self.parent_id = parent.info.run_id
+            self.client.update_run(self.parent_id, status="RUNNING")
+        self.runs: dict[str, str] = {}
+        self.logged_steps: dict[str, set[int]] = {}
+        self.resumed: dict[str, int] = {}
+
+    # ------------------------------------------------------------ runs
+    def run_id(self, trial) -> str:
+        """The MLflow run of `trial`: reattached if it exists, else created with its params."""
+        tid = trial.trial_id
+        if tid in self.runs:
+            return self.runs[tid]
+        found = find_run(self.client, self.exp_id, **{TAG_STUDY: self.spec.name, TAG_TRIAL: tid})
+        if found is not None:
+            run_id = found.info.run_id
+            history = self.client.get_metric_history(run_id, "val_acc")
+            self.logged_steps[tid] = {m.step for m in history}
+            self.resumed[tid] = int(found.data.tags.get("resumed_from_task", 0))
+        else:
+            cfg = trial_run_config(self.spec_dict, trial.config)
+            tags = {
+                TAG_STUDY: self.spec.name,
+                TAG_TRIAL: tid,
+                TAG_ROLE: "trial",
+                "mlflow.parentRunId": self.parent_id,
+                "ablation": trial.config["ablation"],
+                "seed": str(trial.config["seed"]),
+            }
+            run = self.client.create_run(self.exp_id, run_name=f"{trial.config['ablation']}-{tid}", tags=tags)
+            run_id = run.info.run_id
+            flat = results.flatten("", cfg, {})
+            params = [Param(k, str(v)[:500]) for k, v in flat.items()]
+            for i in range(0, len(params), 100):
+                self.client.log_batch(run_id, params=params[i : i + 100])
+            self.client.log_text(run_id, json.dumps(cfg, indent=2), "run_config.json")
+            self.logged_steps[tid] = set()
+        self.runs[tid] = run_id
+        return run_id
+
+    # ----------------------------------------------------------- events
+    def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        """Create or reattach the trial's run and mark it RUNNING."""
+        self.client.update_run(self.run_id(trial), status="RUNNING")
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
+        """Per-task metrics as steps (once each) and the trial's rows in tasks.parquet."""
+        run_id, step = self.run_id(trial), int(result["task"])
+        if step not in self.logged_steps[trial.trial_id]:
+            now = int(time.time() * 1000)
+            metrics = [
+                Metric(k, float(v), now, step)
+                for k, v in result.items()
+                if k.startswith(("val_", "test_")) and isinstance(v, int | float) and k != "val_acc_row"
+            ]
+            metrics += [Metric(k, float(result[k]), now, step) for k in ("train_loss", "penalty", "task_seconds")]
+            self.client.log_batch(run_id, metrics=metrics)
+            self.logged_steps[trial.trial_id].add(step)
+        resumed = int(result.get("resumed_from_task", 0))
+        if resumed > self.resumed.get(trial.trial_id, 0):
+            self.client.set_tag(run_id, "resumed_from_task", str(resumed))
+            self.resumed[trial.trial_id] = resumed
+        rows = results.task_rows(trial.trial_id, step, json.loads(result["acc_row"]), json.loads(result["val_acc_row"]))
+        results.upsert(self.study_dir / "tasks.parquet", rows, results.TASK_KEY)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        """Final metrics, matrices and heatmap; run FINISHED; row in trials.parquet."""
+        result = trial.last_result or {}
+        run_id = self.run_id(trial)
+        if "acc_matrix" in result:
+            for name in ("acc_matrix", "val_acc_matrix"):
+                self.client.log_text(run_id, result[name], f"{name}.json")
+            self._log_heatmap(run_id, json.loads(result["acc_matrix"]), json.loads(result["val_acc_matrix"]))
+            final = [
+                Metric(f"final_{k}", float(v), int(time.time() * 1000), 0)
+                for k, v in result.items()
+                if k.startswith(("val_", "test_")) and isinstance(v, int | float)
+            ]
+            self.client.log_batch(run_id, metrics=final)
+        status = "FINISHED" if "acc_matrix" in result else "STOPPED"  # STOPPED: early-stopped by ASHA
+        self.client.set_terminated(run_id, status="FINISHED")
+        self._write_trial_row(trial, run_id, status, result, error=None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        """Run FAILED with the reason as a tag; row with status ERROR."""
+        run_id = self.run_id(trial)
+        reason = error_reason(trial)
+        self.client.set_tag(run_id, "error", reason[:4000])
+        self.client.set_terminated(run_id, status="FAILED")
+        self._write_trial_row(trial, run_id, "ERROR", trial.last_result or {}, error=reason)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        """Close the parent run, and any trial run Tune no longer drives."""
+        for trial in trials:
+            run_id = self.runs.get(trial.trial_id)
+            if run_id and self.client.get_run(run_id).info.status == "RUNNING":
+                self.client.set_terminated(run_id, status="KILLED")
+        self.client.set_terminated(self.parent_id, status="FINISHED")
+
+    # ---------------------------------------------------------- helpers
+    def _write_trial_row(self, trial, run_id: str, status: str, result: dict, error: str | None) -> None:
+        cfg = trial_run_config(self.spec_dict, trial.config)
+        row = {
+            "trial_id": trial.trial_id,
+            "study": self.spec.name,
+            "ablation": trial.config["ablation"],
+            "seed": int(trial.config["seed"]),
+            "status": status,
+            "error": error,
+            "mlflow_run_id": run_id,
+            "tasks_done": int(result.get("task", 0)),
+            "seconds": float(result.get("seconds", float("nan"))),
+        }
+        for split in ("val", "test"):
+            for key in FINAL_KEYS:
+                value = result.get(f"{split}_{key}") if status == "FINISHED" else None
+                row[f"{split}_{key}"] = float(value) if value is not None else None
+        row.update(results.flatten("cfg", cfg, {}))
+        results.upsert(self.study_dir / "trials.parquet", [row], results.TRIAL_KEY)
+
+    def _log_heatmap(self, run_id: str, acc: list, val: list) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from sweeper.plots import accuracy_heatmaps
+
+        fig = accuracy_heatmaps(acc, val)
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "acc_matrix.png"
+            fig.savefig(path, dpi=100, bbox_inches="tight")
+            self.client.log_artifact(run_id, str(path))
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+def error_reason(trial) -> str:
+    """The last line of the trial's error (e.g. 'TrainingDiverged: task 2 epoch 1: ...')."""
+    text = ""
+    path = getattr(trial, "error_file", None) or ""
+    if path and Path(path).exists():
+        text = Path(path).read_text()
+    text = text or str(getattr(trial, "error_msg", "") or "unknown error")
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if "Error" in line or "Exception" in line:
+            return line
+    return lines[-1] if lines else "unknown error"

@@ -1,0 +1,86 @@
+"""The Ray Tune trainable: one continual-learning run, reported and checkpointed per task."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from anpyc_core.config import validate_config
+from anpyc_core.data import RawDataset, build_tasks
+from anpyc_core.metrics import summarize
+from anpyc_core.trainer import Trainer, resolve_device
+
+CHECKPOINT_FILE = "state.pt"
+
+
+def trial_run_config(spec_dict: dict, config: dict) -> dict:
+    """The run config of the trial whose Tune config is `config` (ablation, seed, point)."""
+    from sweeper.spec import StudySpec
+
+    spec = StudySpec.model_validate(spec_dict)
+    point = {k: v for k, v in config.get("point", {}).items()}
+    return spec.run_config(config["ablation"], int(config["seed"]), point)
+
+
+def joint_key(run_cfg: dict) -> str:
+    """Joint references are shared by every trial with the same data, model and seed."""
+    keep = {"data": run_cfg["data"], "model": run_cfg["model"], "seed": run_cfg["seed"]}
+    return json.dumps(keep, sort_keys=True)
+
+
+def task_metrics(acc: list[list[float]], val: list[list[float]], done: int) -> dict[str, float]:
+    """Metrics on the tasks seen so far (the leading `done` x `done` block of P)."""
+    sub = [row[:done] for row in acc[: done + 1]]
+    vsub = [row[:done] for row in val[: done + 1]]
+    out = {}
+    for prefix, matrix in (("test", sub), ("val", vsub)):
+        for k, v in summarize(matrix).items():
+            if v is not None and k != "fwt":
+                out[f"{prefix}_{k}"] = v
+    return out
+
+
+def train_trial(
+    config: dict[str, Any],
+    spec: dict,
+    datasets: dict[str, RawDataset],
+    joint_refs: dict[str, dict] | None = None,
+) -> None:
+    """Run (or resume) one trial; `tune.report` after every task with a checkpoint."""
+    run_cfg = validate_config(trial_run_config(spec, config))
+    device = resolve_device(run_cfg.device)
+    tasks = build_tasks(run_cfg.data, datasets[run_cfg.data.benchmark], run_cfg.seed, device)
+    reference = (joint_refs or {}).get(joint_key(run_cfg.model_dump(mode="json")))
+    trainer = Trainer(run_cfg, tasks=tasks, joint_reference=reference)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            trainer.load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+    resumed_from = trainer.next_task  # 0 for a fresh trial: tasks already done at (re)start
+    for record in trainer.run():
+        metrics: dict[str, Any] = {
+            "task": record.task,
+            "num_tasks": record.num_tasks,
+            "task_seconds": record.seconds,
+            "train_loss": record.loss,
+            "penalty": record.penalty,
+            "acc_row": json.dumps(record.acc_row),
+            "val_acc_row": json.dumps(record.val_acc_row),
+            "resumed_from_task": resumed_from,
+            **task_metrics(trainer.acc_matrix, trainer.val_acc_matrix, record.task),
+        }
+        if record.task == record.num_tasks:
+            result = trainer.result()
+            for prefix, block in (("test", result.metrics), ("val", result.val_metrics)):
+                metrics.update({f"{prefix}_{k}": v for k, v in block.items() if v is not None})
+            metrics["acc_matrix"] = json.dumps(result.acc_matrix)
+            metrics["val_acc_matrix"] = json.dumps(result.val_acc_matrix)
+            metrics["seconds"] = result.seconds
+            metrics["run_config"] = json.dumps(result.config)
+        with tempfile.TemporaryDirectory() as folder:
+            trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
