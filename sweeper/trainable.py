@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
 from ray import tune
 
 from anpyc_core.config import validate_config
@@ -51,6 +52,7 @@ def train_trial(
     joint_refs: dict[str, dict] | None = None,
 ) -> None:
     """Run (or resume) one trial; `tune.report` after every task with a checkpoint."""
+    torch.set_num_threads(max(1, int(spec["resources"]["cpu"])))  # no oversubscription across trials
     run_cfg = validate_config(trial_run_config(spec, config))
     device = resolve_device(run_cfg.device)
     tasks = build_tasks(run_cfg.data, datasets[run_cfg.data.benchmark], run_cfg.seed, device)

@@ -1,0 +1,149 @@
+"""Real local Ray: a tiny grid study and a tiny Optuna study, end to end."""
+
+import json
+
+import duckdb
+import mlflow
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import ray
+
+from sweeper.launch import launch, spec_text
+from sweeper.query import best_trials, rerun, study_status
+from sweeper.spec import parse_study
+from sweeper.tracking import TAG_ROLE
+
+BASE = {
+    "device": "cpu",
+    "data": {"benchmark": "digits", "scenario": "split", "num_tasks": 2},
+    "model": {"hidden": [16]},
+    "strategy": {"method": "anpyc", "beta": 20, "importance_batch": 1},
+    "optim": {"lr": 0.05, "batch_size": 32, "epochs": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    # the session stays up for later modules; pytest exit tears it down
+
+
+@pytest.fixture(scope="module")
+def grid_study(ray_session, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("grid")
+    spec = parse_study(
+        {
+            "name": "tiny_grid",
+            "base": BASE,
+            "search": {"strategy.lam": {"grid": [0.5, 8.0]}},
+            "ablations": {"full": {}, "no_pruning": {"strategy.pruning": "none"}},
+            "seeds": [0],
+            "joint_reference": True,
+            "storage": str(storage),
+            "max_concurrent_trials": 2,
+        }
+    )
+    launch(spec, spec_text(spec))
+    return spec
+
+
+def trial_runs(spec):
+    client = mlflow.tracking.MlflowClient(spec.resolved_tracking_uri())
+    exp = client.get_experiment_by_name(spec.name)
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def test_grid_study_has_one_finished_nested_run_per_trial(grid_study):
+    client, runs = trial_runs(grid_study)
+    parents = [r for r in runs if r.data.tags.get(TAG_ROLE) == "parent"]
+    trials = [r for r in runs if r.data.tags.get(TAG_ROLE) == "trial"]
+    assert len(parents) == 1 and len(trials) == 4
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in trials)
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    run = trials[0]
+    assert run.data.params["strategy.lam"] in ("0.5", "8.0") and "final_val_acc" in run.data.metrics
+    history = client.get_metric_history(run.info.run_id, "val_acc")
+    assert sorted(m.step for m in history) == [1, 2]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"acc_matrix.json", "val_acc_matrix.json", "acc_matrix.png", "run_config.json"} <= artifacts
+    assert "study.yaml" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+
+
+def test_parquet_rows_schema_and_readers(grid_study):
+    folder = grid_study.study_dir
+    trials = pd.read_parquet(folder / "trials.parquet")
+    assert len(trials) == 4 and trials["trial_id"].is_unique
+    for col in (
+        "ablation",
+        "seed",
+        "status",
+        "val_acc",
+        "test_acc",
+        "val_fwt",
+        "seconds",
+        "mlflow_run_id",
+        "cfg.strategy.lam",
+        "cfg.model.hidden",
+        "cfg.data.benchmark",
+    ):
+        assert col in trials.columns
+    assert set(trials["status"]) == {"FINISHED"} and trials["val_fwt"].notna().all()
+    tasks = pq.read_table(folder / "tasks.parquet").to_pandas()
+    assert len(tasks) == 4 * 2 * 2 * 2  # trials x after_task x eval_task x split
+    assert not tasks.duplicated(["trial_id", "after_task", "eval_task", "split"]).any()
+    n = duckdb.sql(f"select count(*) from '{folder / 'trials.parquet'}' where status = 'FINISHED'").fetchall()[0][0]
+    assert n == 4
+    # P[T] in tasks.parquet equals the final matrix row
+    final = tasks[(tasks.after_task == 2) & (tasks.split == "test")].groupby("trial_id")["accuracy"].mean()
+    merged = trials.set_index("trial_id")["test_acc"]
+    for tid, acc in final.items():
+        assert acc == pytest.approx(merged[tid])
+
+
+def test_best_is_ordered_and_matches_parquet(grid_study):
+    rows = best_trials(grid_study, "val_acc", "max", 10)
+    assert len(rows) == 4
+    values = [r["val_acc"] for r in rows]
+    assert values == sorted(values, reverse=True)
+    trials = pd.read_parquet(grid_study.study_dir / "trials.parquet")
+    assert values[0] == pytest.approx(trials["val_acc"].max())
+    assert study_status(grid_study)["parquet"] == {"FINISHED": 4}
+
+
+def test_rerun_reproduces_the_recorded_trial(grid_study):
+    best = best_trials(grid_study, "val_acc", "max", 1)[0]
+    cfg, recorded, new = rerun(best["run_id"], grid_study.resolved_tracking_uri(), [])
+    assert cfg["strategy"]["lam"] == float(best["params"]["strategy.lam"])
+    for key in ("test_acc", "val_acc", "test_bwt", "val_forgetting"):
+        assert new[key] == recorded[key], key
+
+
+def test_joint_reference_computed_once_per_data_model_seed(grid_study):
+    files = list((grid_study.study_dir / "joint").glob("*.json"))
+    assert len(files) == 1
+    ref = json.loads(files[0].read_text())
+    assert len(ref["test"]) == 2
+
+
+def test_optuna_study_runs_sampled_trials(ray_session, tmp_path):
+    spec = parse_study(
+        {
+            "name": "tiny_optuna",
+            "base": BASE,
+            "searcher": "optuna",
+            "search": {"strategy.lam": {"loguniform": [0.1, 10.0]}, "model.hidden": {"choice": [[8], [16]]}},
+            "optuna": {"sampler": "tpe", "num_samples": 3, "seed": 1},
+            "objectives": [{"metric": "val_acc", "mode": "max"}, {"metric": "val_forgetting", "mode": "min"}],
+            "storage": str(tmp_path),
+        }
+    )
+    launch(spec, spec_text(spec))
+    trials = pd.read_parquet(spec.study_dir / "trials.parquet")
+    assert len(trials) == 3 and set(trials["status"]) == {"FINISHED"}
+    lams = trials["cfg.strategy.lam"].astype(float)
+    assert ((lams >= 0.1) & (lams <= 10.0)).all() and lams.nunique() == 3
+    _, runs = trial_runs(spec)
+    assert len([r for r in runs if r.data.tags.get(TAG_ROLE) == "trial"]) == 3
