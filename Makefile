@@ -15,7 +15,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo: setup
-	$(BIN)/anpyc-sweep train configs/digits_anpyc.yaml --out runs/demo
+	rm -rf studies_out/quickstart
+	$(BIN)/anpyc-sweep launch studies/quickstart.yaml
 
 lint: setup
 	$(BIN)/ruff check .

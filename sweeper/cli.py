@@ -279,6 +279,21 @@ def rerun(
     typer.echo("identical" if same else "DIFFERENT (expected if --set changed the config, or across devices)")
 
 
+@app.command()
+def report(
+    study: Path = typer.Argument(..., help="Study YAML."), storage: str = typer.Option(None, "--storage")
+) -> None:
+    """Write PNG figures and a markdown summary of a study into <study>/report."""
+    from sweeper.report import write_report
+
+    spec = _study(study, storage)
+    try:
+        path = write_report(spec)
+    except RuntimeError as err:
+        fail(str(err), 1)
+    typer.echo(f"wrote {path} and {len(list(path.parent.glob('*.png')))} figures")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -142,7 +142,7 @@ def joint_references(spec: StudySpec, configs: list[dict], dataset_refs: dict) -
 
 
 def check_storage(spec: StudySpec) -> None:
-    """Fail early (nothing written) when the storage folder cannot be created or written."""
+    """Fail early (nothing written) when the local study folder cannot be created or written."""
     probe = spec.study_dir
     existing = next((p for p in [probe, *probe.parents] if p.exists()), None)
     if existing is None or not os.access(existing, os.W_OK) or not existing.is_dir():
@@ -153,7 +153,7 @@ def launch(spec: StudySpec, spec_yaml: str, resume: bool = False, address: str |
     """Run (or resume) the study; returns Tune's ResultGrid."""
     from sweeper.tracking import StudyRecorder, tracking_client
 
-    exp_dir = spec.study_dir / TUNE_DIR
+    exp_dir = f"{spec.tune_storage}/{TUNE_DIR}"
     exists = (spec.study_dir / "study.yaml").exists()
     if exists and not resume:
         raise StudyError(f"study {spec.name} already exists in {spec.study_dir}; use --resume to continue it")
@@ -176,8 +176,8 @@ def launch(spec: StudySpec, spec_yaml: str, resume: bool = False, address: str |
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
     callbacks = [StudyRecorder(spec, spec_yaml)]  # a restored Tuner brings back its own copy
-    if resume and tune.Tuner.can_restore(str(exp_dir)):
-        tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, resume_errored=True)
+    if resume and tune.Tuner.can_restore(exp_dir):
+        tuner = tune.Tuner.restore(exp_dir, trainable, resume_unfinished=True, resume_errored=True)
     else:
         max_tasks = max(validate_config(c).data.tasks for c in configs)
         tuner = tune.Tuner(
@@ -191,7 +191,7 @@ def launch(spec: StudySpec, spec_yaml: str, resume: bool = False, address: str |
             ),
             run_config=tune.RunConfig(
                 name=TUNE_DIR,
-                storage_path=str(spec.study_dir),
+                storage_path=spec.tune_storage,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 callbacks=callbacks,
@@ -204,13 +204,3 @@ def launch(spec: StudySpec, spec_yaml: str, resume: bool = False, address: str |
 def spec_text(spec: StudySpec) -> str:
     """The resolved spec as YAML (what is stored with the study)."""
     return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
-
-
-def study_paths(spec: StudySpec) -> dict[str, Path]:
-    """Where a study keeps its files."""
-    return {
-        "study": spec.study_dir,
-        "trials": spec.study_dir / "trials.parquet",
-        "tasks": spec.study_dir / "tasks.parquet",
-        "tune": spec.study_dir / TUNE_DIR,
-    }

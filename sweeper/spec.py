@@ -156,9 +156,22 @@ class StudySpec(_Strict):
         return validate_config(apply_overrides(self.base, overrides)).model_dump(mode="json")
 
     @property
+    def remote_storage(self) -> bool:
+        """True when `storage` is a URI (s3://, gs://, ...) rather than a local folder."""
+        return "://" in self.storage
+
+    @property
     def study_dir(self) -> Path:
-        """Where this study's Tune experiment, Parquet files and default MLflow store live."""
+        """Local folder of the study on the driver: Parquet files, joint references, default MLflow store
+        (and, for local storage, the Tune experiment too)."""
+        if self.remote_storage:
+            return Path("~/.anpyc-sweep/studies").expanduser() / self.name
         return Path(self.storage).expanduser().resolve() / self.name
+
+    @property
+    def tune_storage(self) -> str:
+        """Where Tune keeps the experiment and trial checkpoints (shared by all nodes on a cluster)."""
+        return f"{self.storage.rstrip('/')}/{self.name}" if self.remote_storage else str(self.study_dir)
 
     def resolved_tracking_uri(self) -> str:
         """The MLflow tracking URI: the given one, or a SQLite file in the study folder."""

@@ -100,3 +100,16 @@ def test_validate_prints_trial_count(tmp_path):
     path.write_text(yaml.safe_dump(GOOD))
     result = CliRunner().invoke(app, ["validate", str(path)])
     assert result.exit_code == 0 and "12 trials" in result.output
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(__import__("pathlib").Path(__file__).resolve().parents[1].glob("studies/*.yaml")),
+    ids=lambda p: p.name,
+)
+def test_shipped_studies_validate(path):
+    from sweeper.spec import load_study
+
+    spec = load_study(path)
+    assert spec.trial_count() >= 1
+    assert path.read_text().startswith("#")  # each says what it mirrors and what it costs

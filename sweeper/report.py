@@ -1,0 +1,187 @@
+"""`anpyc-sweep report`: figures and a markdown summary of a study's Parquet results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from sweeper import results  # noqa: E402
+from sweeper.spec import StudySpec  # noqa: E402
+
+
+def _numeric(series: pd.Series) -> pd.Series:
+    converted = pd.to_numeric(series, errors="coerce")
+    return converted if converted.notna().all() else series.astype(str)
+
+
+def summary_table(frame: pd.DataFrame, column: str, metrics: list[str]) -> pd.DataFrame:
+    """Mean, std and count over seeds of `metrics`, per (ablation, value of `column`)."""
+    data = frame.assign(value=_numeric(frame[column]))
+    grouped = data.groupby(["ablation", "value"])[metrics]
+    table = grouped.agg(["mean", "std", "count"])
+    table.columns = [f"{m}_{s}" for m, s in table.columns]
+    return table.reset_index()
+
+
+def plot_against(table: pd.DataFrame, column: str, metric: str, path: Path) -> None:
+    """Metric (mean ± std over seeds) against one parameter, one line per ablation."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for ablation, part in table.groupby("ablation"):
+        part = part.sort_values("value")
+        x = part["value"] if pd.api.types.is_numeric_dtype(part["value"]) else np.arange(len(part))
+        ax.errorbar(
+            x, part[f"{metric}_mean"], yerr=part[f"{metric}_std"].fillna(0), marker="o", capsize=3, label=ablation
+        )
+        if not pd.api.types.is_numeric_dtype(part["value"]):
+            ax.set_xticks(x, part["value"], rotation=30)
+    numeric = pd.api.types.is_numeric_dtype(table["value"])
+    if numeric and (table["value"] > 0).all() and table["value"].max() / table["value"].min() >= 20:
+        ax.set_xscale("log")
+    ax.set_xlabel(column.removeprefix("cfg."))
+    ax.set_ylabel(f"{metric} (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(title="ablation")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def pareto_mask(values: np.ndarray, modes: list[str]) -> np.ndarray:
+    """Rows not dominated by any other row (objectives in `values`' columns, each max or min)."""
+    signed = values * np.array([1.0 if m == "max" else -1.0 for m in modes])
+    keep = np.ones(len(signed), dtype=bool)
+    for i, row in enumerate(signed):
+        dominated = np.all(signed >= row, axis=1) & np.any(signed > row, axis=1)
+        keep[i] = not dominated.any()
+    return keep
+
+
+def plot_pareto(frame: pd.DataFrame, spec: StudySpec, path: Path) -> pd.DataFrame:
+    """Scatter of the first two objectives with the Pareto front drawn; returns the front's rows."""
+    a, b = (o.metric for o in spec.objectives[:2])
+    modes = [o.mode for o in spec.objectives[:2]]
+    values = frame[[a, b]].to_numpy(dtype=float)
+    front = frame[pareto_mask(values, modes)].sort_values(a)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter(frame[a], frame[b], alpha=0.5, label="trials")
+    ax.plot(front[a], front[b], "r-o", label="Pareto front")
+    ax.set_xlabel(f"{a} ({modes[0]})")
+    ax.set_ylabel(f"{b} ({modes[1]})")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return front
+
+
+def optuna_importances(frame: pd.DataFrame, spec: StudySpec) -> dict[str, float]:
+    """fANOVA-style parameter importances (Optuna) for the first objective, from finished trials."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    dists = {}
+    for key, dim in spec.search.items():
+        if dim.kind in ("grid", "choice"):
+            dists[key] = CategoricalDistribution([str(v) for v in dim.values()])
+        elif dim.kind == "int":
+            dists[key] = IntDistribution(*dim.int)
+        else:
+            lo, hi = dim.uniform or dim.loguniform
+            dists[key] = FloatDistribution(lo, hi, log=dim.kind == "loguniform")
+    obj = spec.objectives[0]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize" if obj.mode == "max" else "minimize")
+    for _, row in frame.iterrows():
+        params = {}
+        for key, dist in dists.items():
+            raw = row[f"cfg.{key}"]
+            if isinstance(dist, CategoricalDistribution):
+                params[key] = str(_as_spec_value(raw, spec.search[key].values()))
+            elif isinstance(dist, IntDistribution):
+                params[key] = int(raw)
+            else:
+                params[key] = float(raw)
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(row[obj.metric])))
+    if len(study.trials) < 2 or len(dists) < 1:
+        return {}
+    return dict(optuna.importance.get_param_importances(study))
+
+
+def _as_spec_value(raw, values: list):
+    for v in values:
+        if str(v) == str(raw) or (not isinstance(v, list) and str(raw) == str(float(v) if isinstance(v, int) else v)):
+            return v
+    return raw
+
+
+def write_report(spec: StudySpec) -> Path:
+    """Write report.md and PNG figures into <study>/report; returns the markdown path."""
+    frame = results.read_trials(spec.study_dir)
+    if frame.empty:
+        raise RuntimeError(f"study {spec.name}: no trials.parquet in {spec.study_dir} yet")
+    out = spec.study_dir / "report"
+    out.mkdir(exist_ok=True)
+    done = frame[frame["status"] == "FINISHED"]
+    metrics = ["val_acc", "test_acc", "val_bwt", "test_bwt"]
+    lines = [
+        f"# Study {spec.name}",
+        "",
+        spec.description or "",
+        "",
+        f"Trials: {len(frame)} ({', '.join(f'{k} {v}' for k, v in frame['status'].value_counts().items())}). "
+        "Selection uses validation metrics; test metrics are shown beside them. Mean ± std over seeds.",
+        "",
+    ]
+    errors = frame[frame["status"] == "ERROR"]
+    if len(errors):
+        lines += (
+            ["Errored trials:", ""]
+            + [f"- {r.trial_id} ({r.ablation}, seed {r.seed}): {r.error}" for r in errors.itertuples()]
+            + [""]
+        )
+    columns = [f"cfg.{k}" for k in spec.search] or ["ablation"]
+    for column in columns:
+        table = summary_table(
+            done.assign(**{"ablation_value": done["ablation"]}),
+            column if column != "ablation" else "ablation_value",
+            metrics,
+        )
+        name = column.removeprefix("cfg.").replace(".", "_")
+        for metric in ("val_acc", "test_acc"):
+            png = out / f"{metric}_vs_{name}.png"
+            plot_against(table, column, metric, png)
+            lines.append(f"![{metric} against {name}]({png.name})")
+        lines += [
+            "",
+            f"## Against {column.removeprefix('cfg.')}",
+            "",
+            "| ablation | value | n | val ACC | test ACC | val BWT | test BWT |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in table.itertuples():
+            cells = [f"{getattr(r, f'{m}_mean'):.2f} ± {np.nan_to_num(getattr(r, f'{m}_std')):.2f}" for m in metrics]
+            lines.append(f"| {r.ablation} | {r.value} | {r.val_acc_count} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if len(spec.objectives) > 1 and len(done):
+        front = plot_pareto(done, spec, out / "pareto.png")
+        a, b = (o.metric for o in spec.objectives[:2])
+        lines += ["## Pareto front", "", "![Pareto front](pareto.png)", "", f"| trial | {a} | {b} |", "|---|---|---|"]
+        lines += [f"| {r['trial_id']} | {r[a]:.2f} | {r[b]:.2f} |" for _, r in front.iterrows()] + [""]
+    if spec.searcher == "optuna" and len(done) >= 2:
+        importances = optuna_importances(done, spec)
+        if importances:
+            lines += (
+                ["## Parameter importances (Optuna, first objective)", "", "| parameter | importance |", "|---|---|"]
+                + [f"| {k} | {v:.3f} |" for k, v in importances.items()]
+                + [""]
+            )
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,29 @@
+"""cluster.yaml and cluster-local.yaml pass Ray's own cluster-config validator."""
+
+import pathlib
+
+import pytest
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name,provider", [("cluster.yaml", "aws"), ("cluster-local.yaml", "local")])
+def test_cluster_file_is_valid_for_ray_up(name, provider):
+    config = yaml.safe_load((ROOT / name).read_text())
+    validate_config(prepare_config(config))
+    assert config["provider"]["type"] == provider
+    setup = " ".join(config["setup_commands"])
+    assert "constraints.txt" in setup and "anpyc-sweep" in setup
+    assert any("mlflow server" in c for c in config["head_start_ray_commands"])
+
+
+def test_aws_cluster_has_cpu_head_and_autoscaling_gpu_workers():
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    head = config["available_node_types"][config["head_node_type"]]
+    workers = [v for k, v in config["available_node_types"].items() if k != config["head_node_type"]]
+    assert head["node_config"]["InstanceType"].startswith("m")
+    assert workers and workers[0]["node_config"]["InstanceType"].startswith("g") and workers[0]["min_workers"] == 0
+    assert all("IamInstanceProfile" in w["node_config"] for w in workers)
+    assert "gpu" in config["docker"]["image"] and "2.60.0" in config["docker"]["image"]
