@@ -15,8 +15,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo: setup
-	rm -rf studies_out/quickstart
-	$(BIN)/anpyc-sweep launch studies/quickstart.yaml
+	@# a second `make demo` resumes (and re-reports) the existing study instead of overwriting it
+	if [ -f studies_out/quickstart/study.yaml ]; then \
+	  $(BIN)/anpyc-sweep launch studies/quickstart.yaml --resume; \
+	else $(BIN)/anpyc-sweep launch studies/quickstart.yaml; fi
+	$(BIN)/anpyc-sweep report studies/quickstart.yaml
 
 lint: setup
 	$(BIN)/ruff check .
