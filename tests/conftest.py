@@ -18,6 +18,16 @@ TINY = {
 
 
 @pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole test session (2 CPUs, no dashboard)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+
+
+@pytest.fixture(scope="session")
 def digits():
     """The raw digits dataset, loaded once."""
     return load_raw("digits")

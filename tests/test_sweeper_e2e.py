@@ -7,7 +7,6 @@ import mlflow
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-import ray
 
 from sweeper.launch import launch, spec_text
 from sweeper.query import best_trials, rerun, study_status
@@ -21,14 +20,6 @@ BASE = {
     "strategy": {"method": "anpyc", "beta": 20, "importance_batch": 1},
     "optim": {"lr": 0.05, "batch_size": 32, "epochs": 2},
 }
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    # the session stays up for later modules; pytest exit tears it down
 
 
 @pytest.fixture(scope="module")

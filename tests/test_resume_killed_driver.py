@@ -1,0 +1,92 @@
+"""Kill -9 the driver mid-study; `launch --resume` finishes it exactly once (issue: reliability)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+
+from sweeper.launch import launch, spec_text
+from sweeper.spec import parse_study
+from sweeper.tracking import TAG_ROLE
+
+STUDY = {
+    "name": "killed",
+    "base": {
+        "device": "cpu",
+        "data": {"benchmark": "digits", "scenario": "split", "num_tasks": 3},
+        "model": {"hidden": [32]},
+        "strategy": {"method": "anpyc", "beta": 20, "importance_batch": 1},
+        "optim": {"lr": 0.05, "batch_size": 16, "epochs": 6},
+    },
+    "search": {"strategy.lam": {"grid": [0.5, 4.0, 16.0]}},
+    "ablations": {"full": {}},
+    "seeds": [0, 1],
+    "max_concurrent_trials": 2,
+}
+
+
+def cli(*args):
+    return [sys.executable, "-m", "sweeper.cli", *args]
+
+
+def finished_rows(folder):
+    path = folder / "trials.parquet"
+    return len(pd.read_parquet(path)) if path.exists() else 0
+
+
+@pytest.mark.slow
+def test_killed_driver_resumes_with_exact_counts_and_identical_metrics(tmp_path, ray_session):
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(yaml.safe_dump({**STUDY, "storage": str(tmp_path / "out")}))
+    spec = parse_study({**STUDY, "storage": str(tmp_path / "out")})
+
+    driver = subprocess.Popen(
+        cli("launch", str(study_file), "--address", "local"),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    while finished_rows(spec.study_dir) < 1 and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.5)
+    assert driver.poll() is None, "the study finished before it could be killed"
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray instance it started
+    driver.wait()
+    killed_at = finished_rows(spec.study_dir)
+    assert 1 <= killed_at < 6
+
+    resumed = subprocess.run(
+        cli("launch", str(study_file), "--resume", "--address", "local"), capture_output=True, text=True, timeout=400
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+    trials = pd.read_parquet(spec.study_dir / "trials.parquet")
+    assert len(trials) == 6 and trials["trial_id"].is_unique and set(trials["status"]) == {"FINISHED"}
+    tasks = pd.read_parquet(spec.study_dir / "tasks.parquet")
+    assert len(tasks) == 6 * 3 * 3 * 2
+    assert not tasks.duplicated(["trial_id", "after_task", "eval_task", "split"]).any()
+    client = mlflow.tracking.MlflowClient(spec.resolved_tracking_uri())
+    exp = client.get_experiment_by_name(spec.name)
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    trial_runs = [r for r in runs if r.data.tags.get(TAG_ROLE) == "trial"]
+    assert len(trial_runs) == 6 and len(runs) == 7
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    for run in trial_runs:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
+        assert sorted(steps) == [1, 2, 3]
+
+    # the same study, uninterrupted, gives identical final metrics (CPU, same seeds)
+    reference = parse_study({**STUDY, "storage": str(tmp_path / "reference")})
+    launch(reference, spec_text(reference))
+    ref = pd.read_parquet(reference.study_dir / "trials.parquet")
+    key = ["seed", "cfg.strategy.lam"]
+    merged = trials.merge(ref, on=key, suffixes=("", "_ref"))
+    assert len(merged) == 6
+    for metric in ("test_acc", "val_acc", "test_bwt", "val_forgetting"):
+        assert (merged[metric] == merged[f"{metric}_ref"]).all(), metric
