@@ -187,11 +187,14 @@ def launch(spec: StudySpec, spec_yaml: str, resume: bool = False, address: str |
                 scheduler=scheduler(spec, max_tasks),
                 num_samples=1 if spec.searcher == "grid" else spec.optuna.num_samples,
                 max_concurrent_trials=spec.max_concurrent_trials,
+                reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 name=TUNE_DIR,
                 storage_path=spec.tune_storage,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                # keep every task checkpoint: num_to_keep forces an experiment snapshot on each
+                # deletion, which dominated the overhead of short trials (bench/sweep_overhead.py)
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 callbacks=callbacks,
                 verbose=1,

@@ -131,6 +131,8 @@ class StudySpec(_Strict):
             raise ValueError("search: optuna needs at least one searched parameter")
         if len(self.objectives) > 1 and self.searcher != "optuna":
             raise ValueError("objectives: several objectives need searcher: optuna")
+        if len(self.objectives) > 1 and self.optuna.sampler == "cmaes":
+            raise ValueError("optuna.sampler: cmaes handles a single objective; use tpe, gp or random")
         if len(self.objectives) > 1 and self.scheduler.kind != "none":
             raise ValueError("scheduler: asha needs a single objective")
         return self

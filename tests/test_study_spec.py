@@ -113,3 +113,17 @@ def test_shipped_studies_validate(path):
     spec = load_study(path)
     assert spec.trial_count() >= 1
     assert path.read_text().startswith("#")  # each says what it mirrors and what it costs
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "gp", "cmaes", "random"])
+def test_every_optuna_sampler_builds(sampler):
+    from sweeper.launch import search_algorithm
+
+    spec = parse_study(
+        with_(
+            searcher="optuna",
+            search={"strategy.lam": {"loguniform": [0.1, 10]}},
+            optuna={"sampler": sampler, "num_samples": 2},
+        )
+    )
+    assert type(search_algorithm(spec)).__name__ == "OptunaSearch"
