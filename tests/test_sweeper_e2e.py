@@ -138,3 +138,53 @@ def test_optuna_study_runs_sampled_trials(ray_session, tmp_path):
     assert ((lams >= 0.1) & (lams <= 10.0)).all() and lams.nunique() == 3
     _, runs = trial_runs(spec)
     assert len([r for r in runs if r.data.tags.get(TAG_ROLE) == "trial"]) == 3
+
+
+def test_diverging_trial_is_errored_with_reason_and_ignored_by_best(ray_session, tmp_path):
+    spec = parse_study(
+        {
+            # a penalty step 2·lr·λ·Ω far above 1 overshoots θ* further every step: NaN in task 2
+            "name": "diverging",
+            "base": {**BASE, "strategy": {"method": "ewc"}},
+            "search": {"strategy.lam": {"grid": [1.0, 1.0e12]}},
+            "ablations": {"full": {}},
+            "seeds": [0],
+            "storage": str(tmp_path),
+            "max_failures": 0,
+        }
+    )
+    launch(spec, spec_text(spec))
+    trials = pd.read_parquet(spec.study_dir / "trials.parquet").set_index("cfg.strategy.lam")
+    assert (
+        trials.loc[1.0e12, "status"] == "ERROR"
+        and "task 2 epoch 1: training loss became nan" in trials.loc[1.0e12, "error"]
+    )
+    assert trials.loc[1.0, "status"] == "FINISHED"
+    client, runs = trial_runs(spec)
+    failed = [r for r in runs if r.info.status == "FAILED"]
+    assert len(failed) == 1 and "TrainingDiverged" in failed[0].data.tags["error"]
+    rows = best_trials(spec, "val_acc", "max", 10)
+    assert [r["params"]["strategy.lam"] for r in rows] == ["1.0"]
+
+
+def test_asha_stops_trials_early_by_task(ray_session, tmp_path):
+    spec = parse_study(
+        {
+            "name": "asha",
+            "base": {**BASE, "data": {**BASE["data"], "num_tasks": 4}},
+            "search": {"optim.lr": {"grid": [0.1, 0.05, 0.001, 0.0001]}},
+            "ablations": {"full": {}},
+            "seeds": [0],
+            "scheduler": {"kind": "asha", "grace_period": 1, "reduction_factor": 2},
+            "storage": str(tmp_path),
+            "max_concurrent_trials": 4,
+        }
+    )
+    launch(spec, spec_text(spec))
+    trials = pd.read_parquet(spec.study_dir / "trials.parquet")
+    assert len(trials) == 4
+    assert (trials["status"] == "STOPPED").any() and (trials["status"] == "FINISHED").any()
+    stopped = trials[trials["status"] == "STOPPED"]
+    assert (stopped["tasks_done"] < 4).all() and stopped["val_acc"].isna().all()
+    _, runs = trial_runs(spec)
+    assert {r.info.status for r in runs} == {"FINISHED"}  # stopped early is a clean end, not a failure
