@@ -7,6 +7,7 @@ run already has (a trial replayed from an older checkpoint never logs a step twi
 
 from __future__ import annotations
 
+import fcntl
 import json
 import tempfile
 import time
@@ -27,12 +28,29 @@ FINAL_KEYS = ("acc", "bwt", "fwt", "fwt_init", "forgetting", "la")
 
 
 def tracking_client(uri: str) -> MlflowClient:
-    """A client for `uri`, failing fast with a one-line error when the store is unreachable."""
-    client = MlflowClient(tracking_uri=uri)
+    """A client for `uri`, failing fast with a one-line error when the store is unreachable.
+
+    For a SQLite store the first connection creates the schema; a file lock beside the database
+    keeps two drivers (two studies sharing one store) from creating it at the same time.
+    """
+    lock = None
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(f"{db}.lock", "w")  # noqa: SIM115 - held until the schema exists
+        except OSError as err:
+            raise RuntimeError(f"tracking URI {uri}: cannot create ({err.strerror})") from None
+        fcntl.flock(lock, fcntl.LOCK_EX)
     try:
+        client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)
     except Exception as err:  # any backend error means: not usable
         raise RuntimeError(f"tracking URI {uri}: unreachable ({type(err).__name__})") from None
+    finally:
+        if lock is not None:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            lock.close()
     return client
 
 
