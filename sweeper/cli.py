@@ -7,14 +7,18 @@ Exit codes: 0 success, 1 runtime error (missing data, diverged training, unreach
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import tempfile
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 
 from anpyc_core.config import ConfigError, load_config
+
+logging.getLogger("mlflow").setLevel(logging.WARNING)  # MLflow's INFO lines would break one-line errors
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -184,7 +188,9 @@ def launch(
         )
     try:
         run_launch(spec, spec_text(spec), resume=resume, address=address)
-    except (StudyError, RuntimeError) as err:
+    except StudyError as err:
+        fail(str(err), err.code)
+    except RuntimeError as err:  # missing data, unreachable tracking store, ...
         fail(str(err), 1)
     obj = spec.objectives[0]
     best = best_trials(spec, obj.metric, obj.mode, 1)
@@ -228,8 +234,8 @@ def best(
     spec = _study(study, storage, tracking_uri)
     try:
         obj = Objective(metric=metric) if metric else spec.objectives[0]
-    except ValueError as err:
-        fail(f"--metric: {str(err).splitlines()[-1].strip()}", 2)
+    except ValidationError as err:
+        fail(f"--metric: {err.errors()[0]['msg'].removeprefix('Value error, ')}", 2)
     mode = obj.mode if metric is None else ("min" if obj.metric in ("val_forgetting",) else "max")
     try:
         rows = best_trials(spec, obj.metric, mode, top)

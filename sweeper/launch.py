@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import tempfile
 from typing import Any
 
 import ray
@@ -20,7 +20,11 @@ TUNE_DIR = "tune"
 
 
 class StudyError(RuntimeError):
-    """A study cannot start or continue (exit code 1)."""
+    """A study cannot start or continue; `code` is the CLI exit code (2: the command was wrong)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def tune_space(spec: StudySpec) -> dict[str, Any]:
@@ -141,11 +145,14 @@ def joint_references(spec: StudySpec, configs: list[dict], dataset_refs: dict) -
 
 
 def check_storage(spec: StudySpec) -> None:
-    """Fail early (nothing written) when the local study folder cannot be created or written."""
-    probe = spec.study_dir
-    existing = next((p for p in [probe, *probe.parents] if p.exists()), None)
-    if existing is None or not os.access(existing, os.W_OK) or not existing.is_dir():
-        raise StudyError(f"storage {spec.storage}: not writable (first existing parent: {existing})")
+    """Fail early, writing nothing, when the local study folder cannot be created."""
+    existing = next((p for p in [spec.study_dir, *spec.study_dir.parents] if p.exists()), None)
+    try:
+        if existing is None or not existing.is_dir():
+            raise OSError("not a folder")
+        tempfile.TemporaryDirectory(dir=existing).cleanup()  # a real write, then removed
+    except OSError as err:
+        raise StudyError(f"storage {spec.storage}: cannot write in {existing} ({err.strerror or err})") from None
 
 
 def launch(spec: StudySpec, spec_yaml: str, resume: bool = False, address: str | None = None) -> Any:
@@ -155,16 +162,16 @@ def launch(spec: StudySpec, spec_yaml: str, resume: bool = False, address: str |
     exp_dir = f"{spec.tune_storage}/{TUNE_DIR}"
     exists = (spec.study_dir / "study.yaml").exists()
     if exists and not resume:
-        raise StudyError(f"study {spec.name} already exists in {spec.study_dir}; use --resume to continue it")
+        raise StudyError(f"study {spec.name} already exists in {spec.study_dir}; use --resume to continue it", 2)
     if resume and not exists:
-        raise StudyError(f"--resume: no study {spec.name} in {spec.study_dir}")
+        raise StudyError(f"--resume: no study {spec.name} in {spec.study_dir}", 2)
     check_storage(spec)
     if spec.tracking_uri:
         tracking_client(spec.tracking_uri)  # unreachable store: fail before anything is written
+    configs = sample_run_configs(spec)
+    datasets = load_datasets(configs)  # missing or corrupt data fails here, before Ray starts
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    configs = sample_run_configs(spec)
-    datasets = load_datasets(configs)
     spec.study_dir.mkdir(parents=True, exist_ok=True)
     if not exists:
         (spec.study_dir / "study.yaml").write_text(spec_yaml)

@@ -17,6 +17,14 @@ class QueryError(RuntimeError):
     """Something asked for does not exist (exit code 2)."""
 
 
+def read_client(uri: str, what: str):
+    """A tracking client for a read-only query; a store that does not exist is a QueryError."""
+    try:
+        return tracking_client(uri, create=False)
+    except FileNotFoundError:
+        raise QueryError(f"{what}: no MLflow experiment at {uri}") from None
+
+
 def study_experiment_id(client, spec: StudySpec) -> str:
     """The study's MLflow experiment id, or QueryError if it was never launched."""
     exp = client.get_experiment_by_name(spec.name)
@@ -27,7 +35,7 @@ def study_experiment_id(client, spec: StudySpec) -> str:
 
 def best_trials(spec: StudySpec, metric: str, mode: str, top: int) -> list[dict]:
     """The `top` finished trials by final `metric`, best first."""
-    client = tracking_client(spec.resolved_tracking_uri())
+    client = read_client(spec.resolved_tracking_uri(), f"study {spec.name}")
     exp_id = study_experiment_id(client, spec)
     key = f"final_{metric}"
     runs = client.search_runs(
@@ -60,7 +68,7 @@ def study_status(spec: StudySpec) -> dict:
     by_status = frame["status"].value_counts().to_dict() if len(frame) else {}
     mlflow_counts: dict[str, int] = {}
     try:
-        client = tracking_client(spec.resolved_tracking_uri())
+        client = read_client(spec.resolved_tracking_uri(), f"study {spec.name}")
         exp_id = study_experiment_id(client, spec)
         for run in client.search_runs([exp_id], filter_string=f"tags.{TAG_ROLE} = 'trial'", max_results=10000):
             mlflow_counts[run.info.status] = mlflow_counts.get(run.info.status, 0) + 1
@@ -77,7 +85,7 @@ def study_status(spec: StudySpec) -> dict:
 
 def rerun(run_id: str, tracking_uri: str, overrides: list[str]) -> tuple[dict, dict, dict]:
     """Run a tracked trial's exact config locally; returns (config, recorded metrics, new metrics)."""
-    client = tracking_client(tracking_uri)
+    client = read_client(tracking_uri, f"run {run_id}: not found")
     try:
         run = client.get_run(run_id)
     except Exception:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -27,8 +28,14 @@ TAG_STUDY, TAG_ROLE, TAG_TRIAL = "anpyc_study", "anpyc_role", "anpyc_trial"
 FINAL_KEYS = ("acc", "bwt", "fwt", "fwt_init", "forgetting", "la")
 
 
-def tracking_client(uri: str) -> MlflowClient:
+_PROBE_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+
+
+def tracking_client(uri: str, create: bool = True) -> MlflowClient:
     """A client for `uri`, failing fast with a one-line error when the store is unreachable.
+
+    With `create=False` (read-only queries) a SQLite store that does not exist yet is an error
+    (FileNotFoundError) instead of being created as a side effect.
 
     For a SQLite store the first connection creates the schema; a file lock beside the database
     keeps two drivers (two studies sharing one store) from creating it at the same time.
@@ -36,18 +43,27 @@ def tracking_client(uri: str) -> MlflowClient:
     lock = None
     if uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///"))
+        if not create and not db.exists():
+            raise FileNotFoundError(f"no tracking store at {uri}")
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
             lock = open(f"{db}.lock", "w")  # noqa: SIM115 - held until the schema exists
         except OSError as err:
             raise RuntimeError(f"tracking URI {uri}: cannot create ({err.strerror})") from None
         fcntl.flock(lock, fcntl.LOCK_EX)
+    saved = {k: os.environ.get(k) for k in _PROBE_ENV}
+    os.environ.update(_PROBE_ENV)  # the probe answers in seconds; later calls keep MLflow's retries
     try:
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)
     except Exception as err:  # any backend error means: not usable
         raise RuntimeError(f"tracking URI {uri}: unreachable ({type(err).__name__})") from None
     finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         if lock is not None:
             fcntl.flock(lock, fcntl.LOCK_UN)
             lock.close()
