@@ -192,6 +192,9 @@ def launch(
         fail(str(err), err.code)
     except RuntimeError as err:  # missing data, unreachable tracking store, ...
         fail(str(err), 1)
+    except ConnectionError as err:  # --address given (or a stale `ray start` marker) but no cluster answers
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        fail(f"cannot connect to Ray ({first}); use --address local for a fresh local Ray", 1)
     obj = spec.objectives[0]
     best = best_trials(spec, obj.metric, obj.mode, 1)
     typer.echo(

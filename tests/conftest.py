@@ -23,7 +23,8 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # address="local": always a fresh instance, never a cluster some other test started
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
 
 

@@ -1,0 +1,152 @@
+"""A real two-node Ray cluster on loopback: kill -9 the worker node's raylet mid-study.
+
+The head (127.0.0.2) has no CPUs, so every trial runs on worker A (127.0.0.3). When A's raylet is
+killed, a replacement node B (127.0.0.4) is already up; the interrupted trials must resume there
+from their last task checkpoint, and every trial must land exactly once in Parquet and MLflow.
+"""
+
+import contextlib
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import mlflow
+import pandas as pd
+import pytest
+
+from sweeper.spec import parse_study
+from sweeper.tracking import TAG_ROLE
+
+HEAD, NODE_A, NODE_B, PORT = "127.0.0.2", "127.0.0.3", "127.0.0.4", 6391
+ENV = {
+    **os.environ,
+    "RAY_AUTH_MODE": "token",
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_failure_threshold": "3",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+STUDY = {
+    "name": "killed_worker",
+    "base": {
+        "device": "cpu",
+        "data": {"benchmark": "digits", "scenario": "permuted", "num_tasks": 8},
+        "model": {"hidden": [64, 64]},
+        "strategy": {"method": "ewc", "lam": 10.0, "importance_batch": 10},
+        "optim": {"lr": 0.05, "batch_size": 16, "epochs": 15},
+    },
+    "search": {"strategy.lam": {"grid": [1.0, 10.0]}},
+    "seeds": [0, 1],
+    "max_concurrent_trials": 2,
+    "max_failures": 3,
+}
+
+
+def ray_start(*args):
+    subprocess.run(
+        [sys.executable, "-m", "ray.scripts.scripts", "start", "--disable-usage-stats", *args],
+        env=ENV,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def pids_matching(*needles):
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if all(n in cmd for n in needles):
+            found.append(int(pid))
+    return found
+
+
+def kill(pids):
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def cluster():
+    try:
+        ray_start("--head", f"--port={PORT}", "--num-cpus=0", "--include-dashboard=false", f"--node-ip-address={HEAD}")
+        ray_start(f"--address={HEAD}:{PORT}", "--num-cpus=2", f"--node-ip-address={NODE_A}")
+        yield
+    finally:  # only this cluster's processes: the test session's own Ray stays up
+        for ip in (NODE_B, NODE_A, HEAD):
+            kill(pids_matching(ip))
+        marker = pathlib.Path("/tmp/ray/ray_current_cluster")  # written by `ray start --head`
+        if marker.exists() and HEAD in marker.read_text():
+            marker.unlink()
+
+
+@pytest.mark.slow
+def test_killed_worker_node_trials_resume_from_checkpoints_exactly_once(tmp_path, cluster):
+    spec = parse_study({**STUDY, "storage": str(tmp_path)})
+    driver_code = textwrap.dedent(f"""
+        import ray
+        from sweeper.launch import launch, spec_text
+        from sweeper.spec import parse_study
+        ray.init(address="{HEAD}:{PORT}", _node_ip_address="{HEAD}", log_to_driver=False)
+        spec = parse_study({STUDY!r} | {{"storage": {str(tmp_path)!r}}})
+        launch(spec, spec_text(spec))
+    """)
+    driver = subprocess.Popen(
+        [sys.executable, "-c", driver_code], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    tasks_path = spec.study_dir / "tasks.parquet"
+    deadline = time.time() + 240
+    while time.time() < deadline and driver.poll() is None:  # two trials past task 2, none finished
+        if tasks_path.exists():
+            done = pd.read_parquet(tasks_path).groupby("trial_id")["after_task"].max()
+            if (done >= 2).sum() >= 2 and not (spec.study_dir / "trials.parquet").exists():
+                break
+        time.sleep(0.3)
+    assert driver.poll() is None, "the study ended before the worker could be killed"
+    raylets = pids_matching("raylet", NODE_A)
+    assert len(raylets) == 1
+    kill(raylets)  # both running trials are between task 2 and task 8 right now
+    replacement = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ray.scripts.scripts",
+            "start",
+            "--disable-usage-stats",
+            f"--address={HEAD}:{PORT}",
+            "--num-cpus=2",
+            f"--node-ip-address={NODE_B}",
+        ],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    _, err = driver.communicate(timeout=400)
+    replacement.wait(timeout=60)
+    assert driver.returncode == 0, err[-3000:]
+
+    trials = pd.read_parquet(spec.study_dir / "trials.parquet")
+    assert len(trials) == 4 and trials["trial_id"].is_unique and set(trials["status"]) == {"FINISHED"}
+    tasks = pd.read_parquet(tasks_path)
+    assert len(tasks) == 4 * 8 * 8 * 2
+    assert not tasks.duplicated(["trial_id", "after_task", "eval_task", "split"]).any()
+    client = mlflow.tracking.MlflowClient(spec.resolved_tracking_uri())
+    runs = client.search_runs([client.get_experiment_by_name(spec.name).experiment_id], max_results=100)
+    trial_runs = [r for r in runs if r.data.tags.get(TAG_ROLE) == "trial"]
+    assert len(trial_runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    resumed = [int(r.data.tags.get("resumed_from_task", 0)) for r in trial_runs]
+    assert sum(1 for r in resumed if r >= 2) >= 2, resumed  # resumed from a checkpoint, not from task 1
+    for run in trial_runs:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
+        assert sorted(steps) == list(range(1, 9)), steps
