@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 from typing import Any
 
@@ -177,6 +178,9 @@ def launch(spec: StudySpec, spec_yaml: str, resume: bool = False, address: str |
         (spec.study_dir / "study.yaml").write_text(spec_yaml)
     dataset_refs = {name: ray.put(raw) for name, raw in datasets.items()}
     refs = joint_references(spec, configs, dataset_refs)
+    # Tune learns of trial checkpoints through its experiment snapshot; snapshot every second so a
+    # killed driver's in-flight trials resume from their last task, not from task 1.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, spec=spec.model_dump(mode="json"), datasets=datasets, joint_refs=refs),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},

@@ -150,3 +150,7 @@ def test_killed_worker_node_trials_resume_from_checkpoints_exactly_once(tmp_path
     for run in trial_runs:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
         assert sorted(steps) == list(range(1, 9)), steps
+    print(
+        f"\nFIGURES killed-worker: trials=4 resumed_from_task={sorted(r for r in resumed if r)} "
+        f"parquet_rows={len(trials)} mlflow_trial_runs={len(trial_runs)} duplicate_task_rows=0 lost=0"
+    )
