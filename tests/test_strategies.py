@@ -215,3 +215,23 @@ def test_phase_fit_runs_extra_epochs(make_trainer):
     tr.strategy.after_training = lambda t, phase: calls.append(isinstance(phase, Phase))
     tr.run_task(0)
     assert calls == [True]
+
+
+@pytest.mark.parametrize("accumulate", ["sum", "max"])
+def test_importance_accumulates_by_sum_or_max(make_trainer, accumulate):
+    tr = make_trainer(strategy__accumulate=accumulate, strategy__pruning="none")
+    st = tr.strategy
+    measured = []
+    real = st.measure
+
+    def recording(task, data, round_index):
+        out = real(task, data, round_index)
+        measured.append({n: v.clone() for n, v in out.items()})
+        return out
+
+    st.measure = recording
+    tr.run_task(0)
+    tr.run_task(1)
+    combine = torch.add if accumulate == "sum" else torch.maximum
+    for name, total in st.omega.items():
+        torch.testing.assert_close(total, combine(measured[0][name], measured[1][name]))

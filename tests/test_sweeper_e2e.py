@@ -10,6 +10,7 @@ import pytest
 
 from sweeper.launch import launch, spec_text
 from sweeper.query import best_trials, rerun, study_status
+from sweeper.report import write_report
 from sweeper.spec import parse_study
 from sweeper.tracking import TAG_ROLE
 
@@ -138,6 +139,18 @@ def test_optuna_study_runs_sampled_trials(ray_session, tmp_path):
     assert ((lams >= 0.1) & (lams <= 10.0)).all() and lams.nunique() == 3
     _, runs = trial_runs(spec)
     assert len([r for r in runs if r.data.tags.get(TAG_ROLE) == "trial"]) == 3
+    report = write_report(spec).read_text()
+    assert "## Pareto front" in report and "## Parameter importances" in report
+    assert "| strategy.lam |" in report and (spec.study_dir / "report" / "pareto.png").stat().st_size > 0
+
+
+def test_report_plots_each_searched_parameter_per_ablation(grid_study):
+    path = write_report(grid_study)
+    text = path.read_text()
+    assert "## Against strategy.lam" in text
+    assert "| full | 0.5 | 1 |" in text and "| no_pruning | 8.0 | 1 |" in text
+    for png in ("val_acc_vs_strategy_lam.png", "test_acc_vs_strategy_lam.png"):
+        assert (path.parent / png).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_diverging_trial_is_errored_with_reason_and_ignored_by_best(ray_session, tmp_path):
