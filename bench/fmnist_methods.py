@@ -14,6 +14,8 @@ import json
 import time
 from pathlib import Path
 
+from docs_section import write_section  # noqa: E402
+
 from anpyc_core.config import validate_config
 from anpyc_core.data import build_tasks, load_raw
 from anpyc_core.trainer import Trainer, TrainingDiverged
@@ -128,7 +130,6 @@ def fmt(v) -> str:
 def write_markdown(args, tables) -> None:
     """Replace the fmnist_methods section of RESULTS.md."""
     lines = [
-        "<!-- fmnist_methods:start -->",
         "## Permuted Fashion-MNIST, every method (bench/fmnist_methods.py)",
         "",
         f"Command: `python bench/fmnist_methods.py --tasks {' '.join(map(str, args.tasks))} "
@@ -159,15 +160,7 @@ def write_markdown(args, tables) -> None:
                 f"{r['seconds']:.0f} | {', '.join(f'{d:g}' for d in diverged) or '-'} |"
             )
         lines.append("")
-    lines.append("<!-- fmnist_methods:end -->")
-    section = "\n".join(lines)
-    text = args.out.read_text() if args.out.exists() else "# Results\n\n"
-    start, end = "<!-- fmnist_methods:start -->", "<!-- fmnist_methods:end -->"
-    if start in text:
-        text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    args.out.write_text(text)
+    write_section(args.out, "fmnist_methods", lines, "Results")
     print(f"wrote {args.out}")
 
 

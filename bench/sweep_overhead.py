@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 import ray
+from docs_section import write_section  # noqa: E402
 
 from sweeper.launch import launch, spec_text
 from sweeper.spec import parse_study
@@ -138,7 +139,6 @@ def main() -> None:
     ideal = eight["seconds"].sum() / 2
     dataset_mb = (70000 * 784 * 4) / 2**20
     lines = [
-        "<!-- sweep_overhead:start -->",
         "## Sweeper overhead and dataset sharing (bench/sweep_overhead.py)",
         "",
         f"Command: `python bench/sweep_overhead.py --epochs {args.epochs}`. Machine: 2 CPU cores, local Ray "
@@ -163,16 +163,8 @@ def main() -> None:
         "The wall time includes starting trial workers, MLflow and Parquet writes and a checkpoint at every "
         "task boundary. If each trial held a private copy of the dataset, the second trial would add at "
         f"least {dataset_mb:.0f} MB on top of its own model and runtime.",
-        "<!-- sweep_overhead:end -->",
     ]
-    section = "\n".join(lines)
-    text = args.out.read_text() if args.out.exists() else "# Performance\n\n"
-    start, end = "<!-- sweep_overhead:start -->", "<!-- sweep_overhead:end -->"
-    if start in text:
-        text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    args.out.write_text(text)
+    section = write_section(args.out, "sweep_overhead", lines, "Performance")
     print(section)
 
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+from docs_section import write_section  # noqa: E402
 from torch import nn
 from torch.nn import functional as F
 
@@ -96,7 +97,6 @@ def main() -> None:
     capped_pass = time.perf_counter() - t0
 
     report = [
-        "<!-- trainer_speed:start -->",
         "## Trainer speed against a bare PyTorch loop (bench/trainer_speed.py)",
         "",
         f"Command: `python bench/trainer_speed.py --benchmark {args.benchmark} --repeats {args.repeats}`",
@@ -111,16 +111,8 @@ def main() -> None:
         f"| ANPyC importance pass, first 10000 samples | {capped_pass:.3f} | {capped_pass / ours:.2f} epochs |",
         "",
         "Target: finetune at most 1.10x the bare loop.",
-        "<!-- trainer_speed:end -->",
     ]
-    section = "\n".join(report)
-    text = args.out.read_text() if args.out.exists() else "# Performance\n\n"
-    start, end = "<!-- trainer_speed:start -->", "<!-- trainer_speed:end -->"
-    if start in text:
-        text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    args.out.write_text(text)
+    section = write_section(args.out, "trainer_speed", report, "Performance")
     print(section)
 
 
