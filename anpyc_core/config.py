@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 Benchmark = Literal["digits", "mnist", "fashion-mnist"]
 Scenario = Literal["split", "permuted"]
-Method = Literal["anpyc", "ewc", "mas", "si", "regularised", "finetune", "sgd", "sgd_f", "joint", "lwf"]
+Method = Literal["anpyc", "ewc", "mas", "si", "regularised", "finetune", "sgd", "sgd_f", "joint", "lwf", "hat"]
 Importance = Literal["anpyc", "mas", "ewc", "si", "magnitude", "random"]
 Pruning = Literal["greedy", "none", "greedy_no_pretrain", "random", "xdg"]
 
@@ -124,6 +124,9 @@ class StrategyConfig(_Section):
     xdg_gate: float = Field(0.8, ge=0.0, lt=1.0)
     lwf_alpha: float = Field(1.0, ge=0.0)
     lwf_temperature: float = Field(2.0, gt=0.0)
+    hat_smax: float = Field(400.0, gt=1.0)
+    hat_c: float = Field(0.75, ge=0.0)
+    hat_clamp: float = Field(6.0, gt=0.0)
 
     @model_validator(mode="after")
     def _resolve_preset(self) -> StrategyConfig:

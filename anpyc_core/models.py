@@ -26,12 +26,25 @@ class MultiHeadMLP(nn.Module):
         self.dropout = dropout
         self.single_head = single_head
         self.gated = False
+        self.hat_embeddings: nn.ModuleList | None = None
+        self.hat_s = 1.0
 
     def set_gates(self, gates: list[torch.Tensor]) -> None:
         """Install per-task XDG gates: one (num_tasks, width) 0/1 tensor per hidden layer."""
         for i, g in enumerate(gates):
             self.register_buffer(f"gate_{i}", g)
         self.gated = True
+
+    def enable_hat(self, num_tasks: int, smax: float) -> None:
+        """HAT (Serra et al. 2018): per-task unit embeddings e, gate σ(s·e) on every hidden layer."""
+        self.hat_embeddings = nn.ModuleList(nn.Embedding(num_tasks, layer.out_features) for layer in self.trunk)
+        for emb in self.hat_embeddings:
+            nn.init.normal_(emb.weight, 0.0, 1.0)
+        self.hat_s = smax
+
+    def hat_gate(self, layer: int, task: int) -> torch.Tensor:
+        """σ(s·e) of `layer`'s units for `task` at the current annealing scale s."""
+        return torch.sigmoid(self.hat_s * self.hat_embeddings[layer].weight[task])
 
     def trunk_parameters(self) -> dict[str, nn.Parameter]:
         """The shared parameters θ (weights and biases) by name: what Ω, θ* and pruning cover."""
@@ -47,6 +60,8 @@ class MultiHeadMLP(nn.Module):
             x = F.relu(layer(x))
             if self.gated:
                 x = x * getattr(self, f"gate_{i}")[task]
+            if self.hat_embeddings is not None:
+                x = x * self.hat_gate(i, task)
             if self.dropout and self.training:
                 x = F.dropout(x, self.dropout, training=True)
         return x

@@ -200,7 +200,9 @@ class Trainer:
         strategy, bs = self.strategy, self.cfg.optim.batch_size
         order = torch.randperm(len(split), generator=self.shuffle, device=self.device)
         total = torch.zeros((), device=self.device)
-        for start in range(0, len(split), bs):
+        num_batches = -(-len(split) // bs)
+        for batch, start in enumerate(range(0, len(split), bs)):
+            strategy.before_batch(t, batch, num_batches)
             x, y = split.batch(order[start : start + bs])
             features = self.model.features(x, t)
             loss = F.cross_entropy(head(features), y)
@@ -213,7 +215,7 @@ class Trainer:
             opt.step()
             strategy.after_step(t, lr)
             total += loss.detach()
-        return self._check_loss(t, epoch, float(total) / max(1, -(-len(split) // bs)))
+        return self._check_loss(t, epoch, float(total) / max(1, num_batches))
 
     def _fit_joint(self) -> float:
         """`joint`: one multi-head model on all tasks' data at once, each sample via its head."""

@@ -33,6 +33,7 @@ METHODS = [
     ("mas", "strategy.lam", [0.1, 1.0, 10.0]),
     ("lwf", "strategy.lwf_alpha", [0.5, 1.0, 2.0]),
     ("anpyc", "strategy.lam", [0.5, 4.0, 32.0]),
+    ("hat", "strategy.hat_c", [0.25, 0.75]),
 ]
 
 

@@ -4,6 +4,7 @@ from anpyc_core.config import RunConfig
 from anpyc_core.models import MultiHeadMLP, xdg_gates
 from anpyc_core.strategies.base import Phase, Strategy
 from anpyc_core.strategies.baselines import Finetune, FrozenTrunk, LearningWithoutForgetting
+from anpyc_core.strategies.hat import HardAttention
 from anpyc_core.strategies.regularised import Regularised
 
 _BY_METHOD = {
@@ -12,6 +13,7 @@ _BY_METHOD = {
     "joint": Finetune,
     "sgd_f": FrozenTrunk,
     "lwf": LearningWithoutForgetting,
+    "hat": HardAttention,
 }
 
 
@@ -24,6 +26,8 @@ def build_model(cfg: RunConfig, in_features: int, head_sizes: list[int]) -> Mult
         dropout=cfg.model.dropout,
         single_head=cfg.strategy.method == "sgd",
     )
+    if cfg.strategy.method == "hat":
+        model.enable_hat(len(head_sizes), cfg.strategy.hat_smax)
     if cfg.strategy.pruning == "xdg":
         model.set_gates(xdg_gates(cfg.model.hidden, len(head_sizes), cfg.strategy.xdg_gate, cfg.seed))
     return model

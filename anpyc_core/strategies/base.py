@@ -74,6 +74,9 @@ class Strategy(nn.Module):
     def before_task(self, task: int) -> None:
         """Called before the first step of `task`."""
 
+    def before_batch(self, task: int, batch: int, num_batches: int) -> None:
+        """Called before each minibatch's forward pass (HAT anneals its gate scale here)."""
+
     def extra_loss(self, task: int, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor | None:
         """A differentiable term added to the task's cross-entropy (None for none)."""
         return None
