@@ -25,6 +25,7 @@ from anpyc_core import __version__
 from anpyc_core.config import ConfigError, RunConfig
 from anpyc_core.data import TaskSequence, build_tasks, load_raw
 from anpyc_core.data.tasks import Split
+from anpyc_core.importance import anpyc_importance
 from anpyc_core.joint import JointData
 from anpyc_core.metrics import fingerprint, summarize
 from anpyc_core.strategies import Phase, build_model, build_strategy
@@ -48,6 +49,7 @@ class TaskRecord:
     seconds: float
     loss: float
     penalty: float
+    counts: dict[str, int] = field(default_factory=dict)  # Strategy.parameter_counts
 
 
 @dataclass
@@ -155,7 +157,8 @@ class Trainer:
             f"task {finished}/{len(self.tasks)} done in {seconds:.1f}s: "
             f"acc {acc_row[t]:.2f}% on it, mean so far {sum(acc_row[:finished]) / finished:.2f}%"
         )
-        return TaskRecord(finished, len(self.tasks), acc_row, val_row, seconds, loss, penalty)
+        counts = self.strategy.parameter_counts(finished)
+        return TaskRecord(finished, len(self.tasks), acc_row, val_row, seconds, loss, penalty, counts)
 
     def _run_sequential_task(self, t: int) -> float:
         task = self.tasks.tasks[t]
@@ -252,6 +255,39 @@ class Trainer:
         row = [accuracy(self.model, getattr(task, split), task.index) for task in self.tasks.tasks]
         self.model.train(was_training)
         return row
+
+    # ------------------------------------------------------- snapshots
+    def snapshot(self) -> dict:
+        """What the Section V analyses read at this task boundary (CPU tensors, torch.save-able).
+
+        `params`: the trunk's weights and biases; `importance`: the method's accumulated Ω (absent
+        for methods without one); `probe_importance`: the ANPyC measure of task 1 on the current
+        weights, taken the same way for every method so importance-weighted changes compare across
+        methods; `counts`: `Strategy.parameter_counts`.
+        """
+        params = self.model.trunk_parameters()
+        out = {
+            "task": self.next_task,
+            "method": self.cfg.strategy.method,
+            "counts": self.strategy.parameter_counts(self.next_task),
+            "params": {n: p.detach().cpu().clone() for n, p in params.items()},
+        }
+        omega = self.strategy.importance()
+        if omega is not None:
+            out["importance"] = {n: t.detach().cpu().clone() for n, t in omega.items()}
+        s, was_training = self.cfg.strategy, self.model.training
+        needs_grad = {n: p.requires_grad for n, p in params.items()}
+        self.model.eval()
+        try:
+            for p in params.values():
+                p.requires_grad_(True)
+            probe = anpyc_importance(self.model, self.tasks.tasks[0].train, 0, s.importance_batch, s.importance_samples)
+        finally:
+            for n, p in params.items():
+                p.requires_grad_(needs_grad[n])
+            self.model.train(was_training)
+        out["probe_importance"] = {n: t.cpu() for n, t in probe.items()}
+        return out
 
     # ------------------------------------------------------ checkpoints
     def checkpoint_state(self) -> dict:

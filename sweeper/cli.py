@@ -314,3 +314,18 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@app.command()
+def analyze(
+    study: Path = typer.Argument(..., help="Study YAML."), storage: str = typer.Option(None, "--storage")
+) -> None:
+    """Section V analyses (importance distributions, parameter drift, parameter counts) into <study>/report."""
+    from sweeper.analysis import write_analysis
+
+    spec = _study(study, storage)
+    try:
+        path = write_analysis(spec)
+    except RuntimeError as err:
+        fail(str(err), 1)
+    typer.echo(f"wrote {path}")

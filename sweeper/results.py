@@ -17,6 +17,8 @@ import pyarrow.parquet as pq
 
 TRIAL_KEY = ["trial_id"]
 TASK_KEY = ["trial_id", "after_task", "eval_task", "split"]
+BOUNDARY_KEY = ["trial_id", "after_task"]
+BOUNDARY_COLUMNS = ("model_params", "state_values", "trunk_in_use", "task_seconds", "train_loss", "penalty")
 
 
 def upsert(path: Path, rows: list[dict[str, Any]], key: list[str]) -> pd.DataFrame:
@@ -71,6 +73,13 @@ def task_rows(trial_id: str, after_task: int, acc_row: list[float], val_row: lis
                 }
             )
     return rows
+
+
+def boundary_row(trial_id: str, after_task: int, result: dict[str, Any]) -> dict[str, Any]:
+    """One row of `boundaries.parquet`: parameter counts, time and loss after a task."""
+    row: dict[str, Any] = {"trial_id": trial_id, "after_task": after_task}
+    row.update({k: result[k] for k in BOUNDARY_COLUMNS if k in result})
+    return row
 
 
 def read_trials(study_dir: Path) -> pd.DataFrame:

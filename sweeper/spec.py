@@ -114,6 +114,7 @@ class StudySpec(_Strict):
     max_failures: int = Field(2, ge=0)
     resources: Resources = Field(default_factory=Resources)
     joint_reference: bool = False
+    snapshots: Literal["none", "ends", "all"] = "ends"  # task boundaries whose snapshot is kept
     storage: str = "studies_out"
     tracking_uri: str | None = None
 

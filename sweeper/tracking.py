@@ -22,7 +22,7 @@ from ray.tune import Callback
 
 from sweeper import results
 from sweeper.spec import StudySpec
-from sweeper.trainable import trial_run_config
+from sweeper.trainable import SNAPSHOT_PREFIX, trial_run_config
 
 TAG_STUDY, TAG_ROLE, TAG_TRIAL = "anpyc_study", "anpyc_role", "anpyc_trial"
 FINAL_KEYS = ("acc", "bwt", "fwt", "fwt_init", "forgetting", "la")
@@ -173,7 +173,7 @@ class StudyRecorder(Callback):
                 for k, v in result.items()
                 if k.startswith(("val_", "test_")) and isinstance(v, int | float) and k != "val_acc_row"
             ]
-            metrics += [Metric(k, float(result[k]), now, step) for k in ("train_loss", "penalty", "task_seconds")]
+            metrics += [Metric(k, float(result[k]), now, step) for k in results.BOUNDARY_COLUMNS if k in result]
             self.client.log_batch(run_id, metrics=metrics)
             self.logged_steps[trial.trial_id].add(step)
         resumed = int(result.get("resumed_from_task", 0))
@@ -182,6 +182,15 @@ class StudyRecorder(Callback):
             self.resumed[trial.trial_id] = resumed
         rows = results.task_rows(trial.trial_id, step, json.loads(result["acc_row"]), json.loads(result["val_acc_row"]))
         results.upsert(self.study_dir / "tasks.parquet", rows, results.TASK_KEY)
+        boundary = results.boundary_row(trial.trial_id, step, result)
+        results.upsert(self.study_dir / "boundaries.parquet", [boundary], results.BOUNDARY_KEY)
+
+    def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info: Any) -> None:
+        """Copy the checkpoint's task-boundary snapshots (if any) into the run's `snapshots/`."""
+        with checkpoint.as_directory() as folder:
+            found = sorted(Path(folder).glob(f"{SNAPSHOT_PREFIX}*.pt"))
+            for path in found:  # same artifact path on a replay: overwritten, never duplicated
+                self.client.log_artifact(self.run_id(trial), str(path), "snapshots")
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         """Final metrics, matrices and heatmap; run FINISHED; row in trials.parquet."""

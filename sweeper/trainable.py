@@ -16,6 +16,17 @@ from anpyc_core.metrics import summarize
 from anpyc_core.trainer import Trainer, resolve_device
 
 CHECKPOINT_FILE = "state.pt"
+SNAPSHOT_PREFIX = "snapshot_task_"
+
+
+def snapshot_name(task: int) -> str:
+    """File name of the snapshot after `task` tasks (sorts by task)."""
+    return f"{SNAPSHOT_PREFIX}{task:03d}.pt"
+
+
+def wants_snapshot(mode: str, task: int, num_tasks: int) -> bool:
+    """Whether the study keeps a snapshot after `task` tasks (`ends`: the first and the last)."""
+    return mode == "all" or (mode == "ends" and task in (1, num_tasks))
 
 
 def trial_run_config(spec_dict: dict, config: dict) -> dict:
@@ -73,6 +84,7 @@ def train_trial(
             "acc_row": json.dumps(record.acc_row),
             "val_acc_row": json.dumps(record.val_acc_row),
             "resumed_from_task": resumed_from,
+            **record.counts,
             **task_metrics(trainer.acc_matrix, trainer.val_acc_matrix, record.task),
         }
         if record.task == record.num_tasks:
@@ -85,4 +97,6 @@ def train_trial(
             metrics["run_config"] = json.dumps(result.config)
         with tempfile.TemporaryDirectory() as folder:
             trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
+            if wants_snapshot(spec.get("snapshots", "ends"), record.task, record.num_tasks):
+                torch.save(trainer.snapshot(), Path(folder) / snapshot_name(record.task))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))

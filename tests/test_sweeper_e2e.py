@@ -113,6 +113,30 @@ def test_rerun_reproduces_the_recorded_trial(grid_study):
         assert new[key] == recorded[key], key
 
 
+def test_trials_keep_first_and_last_snapshots_and_boundaries(grid_study):
+    client, runs = trial_runs(grid_study)
+    for run in (r for r in runs if r.data.tags.get(TAG_ROLE) == "trial"):
+        kept = {a.path for a in client.list_artifacts(run.info.run_id, "snapshots")}
+        assert kept == {"snapshots/snapshot_task_001.pt", "snapshots/snapshot_task_002.pt"}
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "state_values")] == [1, 2]
+    bounds = pd.read_parquet(grid_study.study_dir / "boundaries.parquet")
+    assert len(bounds) == 4 * 2 and not bounds.duplicated(["trial_id", "after_task"]).any()
+    assert (bounds["model_params"] > 0).all() and (bounds["trunk_in_use"] <= bounds["model_params"]).all()
+
+
+def test_analyze_writes_the_three_section_v_figures(grid_study):
+    from sweeper.analysis import write_analysis
+
+    text = write_analysis(grid_study).read_text()
+    for heading in ("(paper Fig. 9)", "(paper Fig. 10)", "(paper Fig. 7a)"):
+        assert heading in text
+    report = grid_study.study_dir / "report"
+    for png in ("fig9_importance.png", "fig10_drift.png", "fig7a_parameters.png"):
+        assert (report / png).stat().st_size > 0
+    # one Fig. 10 row per (ablation, layer): both ablations, one hidden layer
+    assert sum(line.startswith(("| full | 1 |", "| no_pruning | 1 |")) for line in text.splitlines()) == 2
+
+
 def test_joint_reference_computed_once_per_data_model_seed(grid_study):
     files = list((grid_study.study_dir / "joint").glob("*.json"))
     assert len(files) == 1

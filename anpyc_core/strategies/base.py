@@ -96,3 +96,30 @@ class Strategy(nn.Module):
     def penalty(self) -> float:
         """The current consolidation penalty value (0 when the method has none)."""
         return 0.0
+
+    # ------------------------------------------------------- inspection
+    def parameter_counts(self, tasks_seen: int) -> dict[str, int]:
+        """What serving `tasks_seen` tasks costs: model parameters, stored state, trunk in use.
+
+        `model_params` counts the trunk, the heads of the tasks seen (one for single-head) and
+        HAT's embeddings of those tasks; `state_values` counts every buffer the method keeps
+        (Ω, θ*, free sets, SI's path, HAT masks, XDG gates); `trunk_in_use` is the trunk minus
+        the weights the last pruning left free.
+        """
+        model = self.model
+        seen = max(1, tasks_seen)
+        heads = model.heads[:1] if model.single_head else model.heads[:seen]
+        trunk = sum(p.numel() for p in model.trunk.parameters())
+        params = trunk + sum(p.numel() for head in heads for p in head.parameters())
+        if model.hat_embeddings is not None:
+            params += sum(emb.embedding_dim * seen for emb in model.hat_embeddings)
+        state = sum(b.numel() for b in self.buffers())
+        return {"model_params": params, "state_values": state, "trunk_in_use": trunk - self.free_count()}
+
+    def free_count(self) -> int:
+        """Trunk weights left free (zeroed for later tasks) by the last pruning; 0 without pruning."""
+        return 0
+
+    def importance(self) -> dict[str, torch.Tensor] | None:
+        """The accumulated importance Ω per trunk parameter, or None for methods without one."""
+        return None

@@ -121,6 +121,14 @@ class Regularised(Strategy):
         total = sum((self.omega[n] * (p - self.anchor[n]).square()).sum() for n, p in self.params.items())
         return float(self.s.lam * total)
 
+    def free_count(self) -> int:
+        """Weights in the free set of the last pruned task."""
+        return int(sum(m.sum() for _, m in self.free.items())) if bool(self.has_free) else 0
+
+    def importance(self) -> dict[str, torch.Tensor]:
+        """Ω^{1:t} of the tasks finished so far."""
+        return self.omega.as_dict()
+
     # ------------------------------------------------------------- helpers
     def prunes(self, task: int) -> bool:
         """Whether pruning rounds run after `task` (never the last one unless `prune_last`)."""
