@@ -156,6 +156,20 @@ def check_storage(spec: StudySpec) -> None:
         raise StudyError(f"storage {spec.storage}: cannot write in {existing} ({err.strerror or err})") from None
 
 
+def check_same_spec(spec: StudySpec) -> None:
+    """A resumed study must be the one launched: Tune would silently keep the stored search space."""
+    stored = StudySpec.model_validate(yaml.safe_load((spec.study_dir / "study.yaml").read_text()))
+    ignore = {"storage", "tracking_uri"}  # where a study lives may move; what it runs may not
+    old, new = stored.model_dump(mode="json"), spec.model_dump(mode="json")
+    changed = sorted(k for k in new if k not in ignore and old.get(k) != new.get(k))
+    if changed:
+        raise StudyError(
+            f"--resume: study {spec.name} was launched with a different {', '.join(changed)}; "
+            "resume it with the original file, or launch the changed spec under a new name",
+            2,
+        )
+
+
 def launch(spec: StudySpec, spec_yaml: str, resume: bool = False, address: str | None = None) -> Any:
     """Run (or resume) the study; returns Tune's ResultGrid."""
     from sweeper.tracking import StudyRecorder, tracking_client
@@ -166,6 +180,8 @@ def launch(spec: StudySpec, spec_yaml: str, resume: bool = False, address: str |
         raise StudyError(f"study {spec.name} already exists in {spec.study_dir}; use --resume to continue it", 2)
     if resume and not exists:
         raise StudyError(f"--resume: no study {spec.name} in {spec.study_dir}", 2)
+    if resume:
+        check_same_spec(spec)
     check_storage(spec)
     if spec.tracking_uri:
         tracking_client(spec.tracking_uri)  # unreachable store: fail before anything is written

@@ -119,3 +119,17 @@ def test_report_before_any_result(tmp_path, no_ray):
 
 def test_missing_study_file(tmp_path, no_ray):
     one_line(CliRunner().invoke(app, ["launch", str(tmp_path / "nope.yaml")]), 2, "cannot read")
+
+
+def test_resume_with_a_changed_spec_is_refused_before_anything_runs(tmp_path, no_ray):
+    from sweeper.launch import spec_text
+    from sweeper.spec import load_study
+
+    launched = write_study(tmp_path, ablations={"full": {}})
+    stored = tmp_path / "out" / "bad" / "study.yaml"
+    stored.parent.mkdir(parents=True)
+    stored.write_text(spec_text(load_study(launched)))
+    before = sorted(p.name for p in stored.parent.iterdir())
+    changed = write_study(tmp_path, ablations={"full": {}, "no_pruning": {"strategy.pruning": "none"}})
+    one_line(CliRunner().invoke(app, ["launch", str(changed), "--resume"]), 2, "different ablations")
+    assert sorted(p.name for p in stored.parent.iterdir()) == before
