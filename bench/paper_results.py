@@ -79,15 +79,36 @@ def pm(values: pd.Series, digits: int = 2) -> str:
     return f"{values.mean():.{digits}f} ± {std:.{digits}f}"
 
 
-def progress_line(frame: pd.DataFrame, expected: int) -> str:
-    """'27/27 trials finished (2 errored), 1234 s of trial time'."""
+def busy_minutes(spec, study_dir: Path) -> float:
+    """Wall-clock minutes during which at least one trial ran (union of MLflow run spans, so the
+    gaps between interrupted sessions do not count)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{study_dir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(spec.name)
+    runs = client.search_runs([exp.experiment_id], "tags.anpyc_role = 'trial'", max_results=5000) if exp else []
+    spans = sorted((r.info.start_time, r.info.end_time) for r in runs if r.info.end_time)
+    total, current_start, current_end = 0, None, None
+    for start, end in spans:
+        if current_end is None or start > current_end:
+            total += (current_end - current_start) if current_end is not None else 0
+            current_start, current_end = start, end
+        else:
+            current_end = max(current_end, end)
+    total += (current_end - current_start) if current_end is not None else 0
+    return total / 60_000
+
+
+def progress_line(frame: pd.DataFrame, expected: int, wall_minutes: float) -> str:
+    """'27/27 trials finished (2 errored), 18 min wall clock, 34 min of trial time'."""
     counts = frame["status"].value_counts()
     errored = int(counts.get("ERROR", 0))
     seconds = frame["seconds"].dropna().sum()
     return (
         f"{int(counts.get('FINISHED', 0))}/{expected} trials finished"
         + (f" ({errored} errored: diverged, never selected)" if errored else "")
-        + f", {seconds / 60:.0f} min of trial time (sum over trials, 1 CPU core each)."
+        + f"; run time {wall_minutes:.0f} min wall clock on 2 CPU cores (2 trials at a time), "
+        f"{seconds / 60:.0f} min summed over finished trials."
     )
 
 
@@ -170,7 +191,7 @@ def study_section(name: str, storage: str) -> list[str] | None:
         + (", `anpyc-sweep analyze`" if name == "section5_analyses" else "")
         + f"); then `python bench/paper_results.py {name}`.",
         "",
-        progress_line(frame, spec.trial_count()),
+        progress_line(frame, spec.trial_count(), busy_minutes(spec, study_dir)),
         "",
     ]
     if name in PAPER_CLAIMS:
