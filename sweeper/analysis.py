@@ -14,6 +14,7 @@ Snapshots are read from each trial's MLflow artifacts (`snapshots/snapshot_task_
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -108,6 +109,7 @@ def load_snapshots(spec: StudySpec, run_id: str) -> Snapshots:
     """A trial's snapshots from its MLflow artifacts (empty if it kept none)."""
     import mlflow.artifacts
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per trial is noise
     with tempfile.TemporaryDirectory() as folder:
         try:
             local = mlflow.artifacts.download_artifacts(
@@ -203,15 +205,20 @@ def plot_drift(table: pd.DataFrame, path: Path) -> None:
 
 
 def plot_capacity(table: pd.DataFrame, path: Path) -> None:
-    """Stored values (solid) and trunk weights in use (dashed) against tasks, per ablation."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for ablation, part in table.groupby("ablation"):
-        line = ax.plot(part["after_task"], part["stored_total"], marker="o", label=f"{ablation}: stored")[0]
-        ax.plot(part["after_task"], part["trunk_in_use"], ls="--", color=line.get_color())
-    ax.set_xlabel("tasks learned")
-    ax.set_ylabel("values (solid: params + state; dashed: trunk in use)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    """Two panels against tasks, one line per ablation: values stored (model parameters plus
+    continual-learning state) and trunk weights in use (not left free by pruning)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    markers = "osD^vP*Xhp<>"
+    for k, (ablation, part) in enumerate(table.groupby("ablation")):
+        style = {"marker": markers[k % len(markers)], "label": ablation, "alpha": 0.85}
+        axes[0].plot(part["after_task"], part["stored_total"], **style)
+        axes[1].plot(part["after_task"], part["trunk_in_use"], **style)
+    for ax, title in zip(axes, ("values stored (params + state)", "trunk weights in use"), strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("tasks learned")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
