@@ -100,3 +100,12 @@ def test_snapshot_of_a_frozen_trunk_still_measures_the_probe(make_trainer):
     assert "importance" not in snap
     assert sum(float(t.sum()) for t in snap["probe_importance"].values()) > 0
     assert not any(p.requires_grad for p in trainer.model.trunk.parameters())  # left as it was
+
+
+@pytest.mark.parametrize(
+    ("mode", "kept"), [("ends", [1, 5]), ("all", [1, 2, 3, 4, 5]), ("none", [])], ids=["ends", "all", "none"]
+)
+def test_which_task_boundaries_keep_a_snapshot(mode, kept):
+    from sweeper.trainable import wants_snapshot
+
+    assert [t for t in range(1, 6) if wants_snapshot(mode, t, 5)] == kept
