@@ -134,20 +134,29 @@ def joint_accuracy(study_dir: Path) -> str:
     return pm(pd.Series(accs, dtype=float)) + f" (n={len(accs)})" if accs else "-"
 
 
-def grid_table(done: pd.DataFrame, column: str) -> list[str]:
-    """Ablation × searched value: test ACC mean ± std (n), best by val ACC in bold."""
-    values = sorted(done[column].unique(), key=_sort_key)
+def grid_table(frame: pd.DataFrame, column: str) -> list[str]:
+    """Ablation × searched value: test ACC mean ± std (n), best by val ACC in bold.
+
+    A value where any seed diverged is not eligible: the mean of the seeds that survived would
+    flatter it."""
+    done = frame[frame["status"] == "FINISHED"]
+    values = sorted(frame[column].unique(), key=_sort_key)
     lines = ["| ablation | " + " | ".join(str(v) for v in values) + " | best by val ACC |"]
     lines.append("|" + "---|" * (len(values) + 2))
-    for ablation, part in done.groupby("ablation"):
-        means = part.groupby(column)["val_acc"].mean()
-        best = means.idxmax()
+    for ablation, part in frame.groupby("ablation"):
+        errored = part[part["status"] == "ERROR"].groupby(column).size()
+        means = done[done["ablation"] == ablation].groupby(column)["val_acc"].mean()
+        eligible = means[[v not in errored.index for v in means.index]]
+        best = eligible.idxmax() if len(eligible) else None
         cells = []
         for v in values:
-            sub = part[part[column] == v]
+            sub = done[(done["ablation"] == ablation) & (done[column] == v)]
             cell = f"{pm(sub['test_acc'])} ({len(sub)})" if len(sub) else "-"
+            if v in errored.index:
+                cell += f", {errored[v]} diverged"
             cells.append(f"**{cell}**" if v == best else cell)
-        lines.append(f"| {ablation} | " + " | ".join(cells) + f" | {best} (val {means[best]:.2f}) |")
+        chosen = f"{best} (val {eligible[best]:.2f})" if best is not None else "none"
+        lines.append(f"| {ablation} | " + " | ".join(cells) + f" | {chosen} |")
     return lines
 
 
@@ -207,8 +216,12 @@ def study_section(name: str, storage: str) -> list[str] | None:
         return lines + ["No finished trial yet.", ""]
     search = [f"cfg.{k}" for k in spec.search]
     if search:
-        lines += ["Test ACC (%) mean ± std over seeds (n); bold: the value with the best mean val ACC.", ""]
-        lines += grid_table(done, search[0]) + [""]
+        lines += [
+            "Test ACC (%) mean ± std over seeds (n finished); bold: the value with the best mean val ACC "
+            "among those where no seed diverged.",
+            "",
+        ]
+        lines += grid_table(frame, search[0]) + [""]
     else:
         paper = {"table1_split": PAPER_TABLE_I, "table2_permuted": PAPER_TABLE_II}.get(name)
         lines += ["Test metrics (%) mean ± std over seeds; val ACC for selection.", ""]
