@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 STORAGE=${STORAGE:-studies_out}
 studies=("$@")
-[ ${#studies[@]} -gt 0 ] || studies=(table1_split fig8b_lambda fig8c_beta section5_analyses table2_permuted
+[ ${#studies[@]} -gt 0 ] || studies=(table1_split_lambda table1_split_update table1_split fig8b_lambda fig8c_beta
+  section5_analyses table2_permuted
   fig8a_pruning fig7_ablation_width fig7_ablation_tasks)
 for name in "${studies[@]}"; do
   yaml="studies/$name.yaml"
