@@ -208,6 +208,16 @@ def study_section(name: str, storage: str) -> list[str] | None:
     if name in PAPER_CLAIMS:
         lines += [f"Paper: {PAPER_CLAIMS[name]}", ""]
     if name == "section5_analyses":
+        lines += [
+            "Definitions (`sweeper/analysis.py`): Fig. 9 uses Ω after task 1 (all trunk weights and biases, "
+            "min-max normalised per trial; kurtosis is excess kurtosis). Fig. 10 compares each trunk weight "
+            "matrix after task 1 and after the last task: Fréchet distance between Gaussians fitted to the two "
+            "weight distributions, and the change |θ_T − θ_1| weighted by task 1's ANPyC importance measured on "
+            "θ_1 (the same probe for every method). Fig. 7a counts model parameters (trunk, heads of the tasks "
+            "seen, HAT embeddings) plus stored continual-learning values (Ω, θ*, free sets, SI path, HAT "
+            "masks, XDG gates), and the trunk weights not left free by pruning.",
+            "",
+        ]
         analysis = study_dir / "report" / "analysis.md"
         if analysis.exists():
             body = analysis.read_text().splitlines()[2:]  # drop its title
