@@ -171,14 +171,19 @@ def mean_std(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataF
 
 # ---------------------------------------------------------------- figures
 def plot_importance(pooled: dict[str, np.ndarray], path: Path) -> None:
-    """Histograms of normalised Ω (log counts), one panel per ablation."""
-    fig, axes = plt.subplots(1, len(pooled), figsize=(3.2 * len(pooled), 3), sharey=True, squeeze=False)
-    for ax, (ablation, values) in zip(axes[0], sorted(pooled.items()), strict=True):
+    """Histograms of normalised Ω (log counts), one panel per ablation, at most 4 per row."""
+    cols = min(4, len(pooled))
+    rows = -(-len(pooled) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), sharey=True, squeeze=False)
+    for ax, (ablation, values) in zip(axes.flat, sorted(pooled.items()), strict=False):
         ax.hist(values, bins=50, range=(0, 1), color="tab:blue")
         ax.set_yscale("log")
         ax.set_title(ablation)
         ax.set_xlabel("normalised importance")
-    axes[0][0].set_ylabel("weights (log)")
+    for ax in list(axes.flat)[len(pooled) :]:
+        ax.set_visible(False)
+    for row in axes:
+        row[0].set_ylabel("weights (log)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
