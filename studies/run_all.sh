@@ -20,5 +20,6 @@ for name in "${studies[@]}"; do
     "$BIN/anpyc-sweep" launch "$yaml" --storage "$STORAGE"
   fi
   "$BIN/anpyc-sweep" report "$yaml" --storage "$STORAGE"
+  if [ "$name" = section5_analyses ]; then "$BIN/anpyc-sweep" analyze "$yaml" --storage "$STORAGE"; fi
   echo "run_all: $name finished this call in $(( $(date +%s) - start )) s" >&2
 done
