@@ -221,9 +221,11 @@ def study_section(name: str, storage: str) -> list[str] | None:
         analysis = study_dir / "report" / "analysis.md"
         if analysis.exists():
             body = analysis.read_text().splitlines()[2:]  # drop its title
-            lines += [ln.replace("](fig", f"](results/{name}/fig") for ln in body]
-        copy_figures(study_dir, name)
-        return lines
+            body = ["#" + ln if ln.startswith("## ") else ln for ln in body]  # its sections nest under ours
+            lines += [ln.replace("](fig", f"](results/{name}/fig") for ln in body] + [""]
+        images = [ln for ln in copy_figures(study_dir, name) if "/fig" not in ln]
+        lines += ["### Accuracy of each method in this study", "", "Test metrics (%) mean ± std over seeds.", ""]
+        return lines + method_table(done, None, study_dir) + [""] + images + [""]
     if done.empty:
         return lines + ["No finished trial yet.", ""]
     search = [f"cfg.{k}" for k in spec.search]
