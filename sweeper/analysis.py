@@ -193,19 +193,21 @@ def plot_drift(table: pd.DataFrame, path: Path) -> None:
     """Grouped bars per layer: Fréchet distance and weighted change (mean ± std over seeds)."""
     ablations = sorted(table["ablation"].unique())
     layers = sorted(table["layer"].unique())
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     width = 0.8 / len(ablations)
+    colors = plt.get_cmap("tab20").colors  # distinct colours for up to 20 ablations
     for ax, metric in zip(axes, ("frechet", "weighted_change"), strict=True):
         for k, ablation in enumerate(ablations):
             part = table[table["ablation"] == ablation].set_index("layer").reindex(layers)
             x = np.arange(len(layers)) + k * width
-            ax.bar(x, part[f"{metric}_mean"], width, yerr=part[f"{metric}_std"].fillna(0), capsize=2, label=ablation)
+            err = part[f"{metric}_std"].fillna(0)
+            ax.bar(x, part[f"{metric}_mean"], width, yerr=err, capsize=2, label=ablation, color=colors[k % 20])
         ax.set_xticks(np.arange(len(layers)) + 0.4 - width / 2, [f"layer {n}" for n in layers])
         ax.set_title({"frechet": "Fréchet distance, first → last task", "weighted_change": "weighted change"}[metric])
         ax.grid(alpha=0.3, axis="y")
-    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
