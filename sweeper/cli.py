@@ -288,6 +288,15 @@ def rerun(
     typer.echo("identical" if same else "DIFFERENT (expected if --set changed the config, or across devices)")
 
 
+def _write_study_output(study: Path, storage: str | None, writer) -> Path:
+    """Load the study and run `writer(spec)`; a RuntimeError (nothing to read yet) exits 1."""
+    spec = _study(study, storage)
+    try:
+        return writer(spec)
+    except RuntimeError as err:
+        fail(str(err), 1)
+
+
 @app.command()
 def report(
     study: Path = typer.Argument(..., help="Study YAML."), storage: str = typer.Option(None, "--storage")
@@ -295,12 +304,18 @@ def report(
     """Write PNG figures and a markdown summary of a study into <study>/report."""
     from sweeper.report import write_report
 
-    spec = _study(study, storage)
-    try:
-        path = write_report(spec)
-    except RuntimeError as err:
-        fail(str(err), 1)
+    path = _write_study_output(study, storage, write_report)
     typer.echo(f"wrote {path} and {len(list(path.parent.glob('*.png')))} figures")
+
+
+@app.command()
+def analyze(
+    study: Path = typer.Argument(..., help="Study YAML."), storage: str = typer.Option(None, "--storage")
+) -> None:
+    """Section V analyses (importance distributions, parameter drift, parameter counts) into <study>/report."""
+    from sweeper.analysis import write_analysis
+
+    typer.echo(f"wrote {_write_study_output(study, storage, write_analysis)}")
 
 
 def main() -> None:
@@ -314,18 +329,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
-@app.command()
-def analyze(
-    study: Path = typer.Argument(..., help="Study YAML."), storage: str = typer.Option(None, "--storage")
-) -> None:
-    """Section V analyses (importance distributions, parameter drift, parameter counts) into <study>/report."""
-    from sweeper.analysis import write_analysis
-
-    spec = _study(study, storage)
-    try:
-        path = write_analysis(spec)
-    except RuntimeError as err:
-        fail(str(err), 1)
-    typer.echo(f"wrote {path}")

@@ -113,10 +113,6 @@ def test_rerun_needs_a_store(no_ray):
     one_line(CliRunner().invoke(app, ["rerun", "abc"]), 2, "give --tracking-uri or --study")
 
 
-def test_report_before_any_result(tmp_path, no_ray):
-    one_line(CliRunner().invoke(app, ["report", str(write_study(tmp_path))]), 1, "no trials.parquet")
-
-
 def test_missing_study_file(tmp_path, no_ray):
     one_line(CliRunner().invoke(app, ["launch", str(tmp_path / "nope.yaml")]), 2, "cannot read")
 
@@ -133,3 +129,9 @@ def test_resume_with_a_changed_spec_is_refused_before_anything_runs(tmp_path, no
     changed = write_study(tmp_path, ablations={"full": {}, "no_pruning": {"strategy.pruning": "none"}})
     one_line(CliRunner().invoke(app, ["launch", str(changed), "--resume"]), 2, "different ablations")
     assert sorted(p.name for p in stored.parent.iterdir()) == before
+
+
+@pytest.mark.parametrize("command", ["report", "analyze"])
+def test_report_and_analyze_of_a_study_never_launched(tmp_path, no_ray, command):
+    one_line(CliRunner().invoke(app, [command, str(write_study(tmp_path))]), 1, "no trials.parquet")
+    assert not (tmp_path / "out").exists()
