@@ -55,6 +55,7 @@ PAPER_CLAIMS = {
     "fig8b_lambda": "best λ ≈ 4; ACC stable for λ ∈ [0.5, 4] (Fig. 8b, permuted MNIST).",
     "fig8c_beta": "best β ≈ 10–15 % (Fig. 8c, permuted MNIST).",
     "fig8a_pruning": "greedy pruning beats greedy without pre-training, XDG and random pruning (Fig. 8a).",
+    "fig8a_pruning_update": "as fig8a_pruning (Fig. 8a); here with the clamped consolidation update of SPEC §4.2.",
     "fig7_ablation_tasks": "full ANPyC stays above its MAS-importance and no-pruning ablations as tasks grow (Fig. 7).",
     "fig7_ablation_width": "full ANPyC stays above its ablations at every width (Fig. 7).",
 }
@@ -66,6 +67,7 @@ TITLES = {
     "fig7_ablation_tasks": "Fig. 7: number of tasks, full / mas_importance / no_pruning",
     "fig7_ablation_width": "Fig. 7: hidden width, full / mas_importance / no_pruning",
     "fig8a_pruning": "Fig. 8a: pruning strategies, 20 permuted tasks",
+    "fig8a_pruning_update": "Fig. 8a with consolidation: update (the clamped pull of SPEC §4.2)",
     "fig8b_lambda": "Fig. 8b: sensitivity to λ",
     "fig8c_beta": "Fig. 8c: sensitivity to β",
     "section5_analyses": "Section V analyses: Figs. 9, 10 and 7a",
@@ -114,19 +116,24 @@ def progress_line(frame: pd.DataFrame, expected: int, wall_minutes: float) -> st
     )
 
 
-def method_table(done: pd.DataFrame, paper: dict[str, str] | None, study_dir: Path) -> list[str]:
-    """One row per ablation: val ACC, test ACC, BWT, FWT, forgetting (mean ± std), paper ACC."""
-    head = "| method | n | val ACC | ACC | BWT | FWT | forgetting |" + (" paper ACC (MNIST) |" if paper else "")
+def method_table(frame: pd.DataFrame, paper: dict[str, str] | None, study_dir: Path) -> list[str]:
+    """One row per ablation: finished and diverged seeds, val ACC, test ACC, BWT, FWT, forgetting
+    (mean ± std over finished seeds), paper ACC. An ablation whose every seed diverged keeps its row."""
+    done = frame[frame["status"] == "FINISHED"]
+    diverged = frame[frame["status"] == "ERROR"].groupby("ablation").size()
+    head = "| method | n | diverged | val ACC | ACC | BWT | FWT | forgetting |"
+    head += " paper ACC (MNIST) |" if paper else ""
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    order = done.groupby("ablation")["test_acc"].mean().sort_values(ascending=False).index
+    means = done.groupby("ablation")["test_acc"].mean()
+    order = list(means.sort_values(ascending=False).index) + sorted(set(frame["ablation"]) - set(means.index))
     for ablation in order:
         part = done[done["ablation"] == ablation]
         cells = [pm(part[c]) for c in ("val_acc", "test_acc", "test_bwt", "test_fwt", "test_forgetting")]
-        row = f"| {ablation} | {len(part)} | " + " | ".join(cells) + " |"
+        row = f"| {ablation} | {len(part)} | {int(diverged.get(ablation, 0))} | " + " | ".join(cells) + " |"
         lines.append(row + (f" {paper.get(ablation, '-')} |" if paper else ""))
     if paper and "joint" in paper:
         joint = joint_accuracy(study_dir)
-        lines.append(f"| joint (reference) | - | - | {joint} | - | - | - | {paper['joint']} |")
+        lines.append(f"| joint (reference) | - | - | - | {joint} | - | - | - | {paper['joint']} |")
     return lines
 
 
@@ -225,7 +232,7 @@ def study_section(name: str, storage: str) -> list[str] | None:
             lines += [ln.replace("](fig", f"](results/{name}/fig") for ln in body] + [""]
         images = [ln for ln in copy_figures(study_dir, name) if "/fig" not in ln]
         lines += ["### Accuracy of each method in this study", "", "Test metrics (%) mean ± std over seeds.", ""]
-        return lines + method_table(done, None, study_dir) + [""] + images + [""]
+        return lines + method_table(frame, None, study_dir) + [""] + images + [""]
     if done.empty:
         return lines + ["No finished trial yet.", ""]
     search = [f"cfg.{k}" for k in spec.search]
@@ -239,7 +246,7 @@ def study_section(name: str, storage: str) -> list[str] | None:
     else:
         paper = {"table1_split": PAPER_TABLE_I, "table2_permuted": PAPER_TABLE_II}.get(name)
         lines += ["Test metrics (%) mean ± std over seeds; val ACC for selection.", ""]
-        lines += method_table(done, paper, study_dir) + [""]
+        lines += method_table(frame, paper, study_dir) + [""]
     lines += copy_figures(study_dir, name) + [""]
     return lines
 

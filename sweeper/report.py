@@ -52,6 +52,29 @@ def plot_against(table: pd.DataFrame, column: str, metric: str, path: Path) -> N
     plt.close(fig)
 
 
+def plot_task_curves(done: pd.DataFrame, tasks: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Mean test ACC over the tasks learned so far against tasks learned, one line per ablation
+    (mean ± std over the finished seeds); returns the plotted table."""
+    curve = results.acc_over_tasks(tasks[tasks["trial_id"].isin(done["trial_id"])])
+    curve = curve.merge(done[["trial_id", "ablation"]], on="trial_id")
+    table = curve.groupby(["ablation", "after_task"])["acc"].agg(["mean", "std", "count"]).reset_index()
+    groups = list(table.groupby("ablation"))
+    colours = plt.get_cmap("tab20" if len(groups) > 10 else "tab10")
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for k, (ablation, part) in enumerate(groups):
+        std, colour = part["std"].fillna(0), colours(k)
+        ax.plot(part["after_task"], part["mean"], marker=".", label=ablation, color=colour)
+        ax.fill_between(part["after_task"], part["mean"] - std, part["mean"] + std, alpha=0.15, color=colour)
+    ax.set_xlabel("tasks learned")
+    ax.set_ylabel("mean test ACC over tasks learned (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(title="ablation", fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return table
+
+
 def pareto_mask(values: np.ndarray, modes: list[str]) -> np.ndarray:
     """Rows not dominated by any other row (objectives in `values`' columns, each max or min)."""
     signed = values * np.array([1.0 if m == "max" else -1.0 for m in modes])
@@ -168,6 +191,23 @@ def write_report(spec: StudySpec) -> Path:
         for r in table.itertuples():
             cells = [f"{getattr(r, f'{m}_mean'):.2f} ± {np.nan_to_num(getattr(r, f'{m}_std')):.2f}" for m in metrics]
             lines.append(f"| {r.ablation} | {r.value} | {r.val_acc_count} | " + " | ".join(cells) + " |")
+        lines.append("")
+    tasks = results.read_tasks(spec.study_dir)
+    if not spec.search and len(done) and not tasks.empty:
+        table = plot_task_curves(done, tasks, out / "acc_over_tasks.png")
+        last = table.loc[table.groupby("ablation")["after_task"].idxmax()]
+        lines += [
+            "## Accuracy as tasks are learned",
+            "",
+            "![mean test ACC over the tasks learned so far](acc_over_tasks.png)",
+            "",
+            "| ablation | tasks | final ACC | ACC after half the tasks |",
+            "|---|---|---|---|",
+        ]
+        for r in last.itertuples():
+            part = table[table["ablation"] == r.ablation].set_index("after_task")["mean"]
+            half = part.get(max(1, r.after_task // 2), float("nan"))
+            lines.append(f"| {r.ablation} | {r.after_task} | {r.mean:.2f} | {half:.2f} |")
         lines.append("")
     if len(spec.objectives) > 1 and len(done):
         front = plot_pareto(done, spec, out / "pareto.png")

@@ -86,3 +86,16 @@ def read_trials(study_dir: Path) -> pd.DataFrame:
     """trials.parquet of a study (empty frame if none yet)."""
     path = study_dir / "trials.parquet"
     return pd.read_parquet(path) if path.exists() else pd.DataFrame()
+
+
+def read_tasks(study_dir: Path) -> pd.DataFrame:
+    """tasks.parquet of a study (empty frame if none yet)."""
+    path = study_dir / "tasks.parquet"
+    return pd.read_parquet(path) if path.exists() else pd.DataFrame()
+
+
+def acc_over_tasks(tasks: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Per trial and task boundary t: mean accuracy over the tasks learned so far (1..t)."""
+    rows = tasks[(tasks["split"] == split) & (tasks["eval_task"] <= tasks["after_task"])]
+    curve = rows.groupby(["trial_id", "after_task"])["accuracy"].mean()
+    return curve.rename("acc").reset_index()
