@@ -176,7 +176,7 @@ def launch(
     yes: bool = typer.Option(False, "--yes", help=f"Allow more than {200} trials."),
 ) -> None:
     """Run a study on Ray Tune (locally, or on a cluster with --address)."""
-    from sweeper.launch import StudyError, spec_text
+    from sweeper.launch import StudyError, spec_text, unfinished_trials
     from sweeper.launch import launch as run_launch
     from sweeper.query import best_trials
     from sweeper.spec import MAX_TRIALS_WITHOUT_YES
@@ -187,7 +187,7 @@ def launch(
             f"{spec.name}: {spec.trial_count()} trials is more than {MAX_TRIALS_WITHOUT_YES}; pass --yes to run them", 2
         )
     try:
-        run_launch(spec, spec_text(spec), resume=resume, address=address)
+        grid = run_launch(spec, spec_text(spec), resume=resume, address=address)
     except StudyError as err:
         fail(str(err), err.code)
     except RuntimeError as err:  # missing data, unreachable tracking store, ...
@@ -195,6 +195,13 @@ def launch(
     except ConnectionError as err:  # --address given (or a stale `ray start` marker) but no cluster answers
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         fail(f"cannot connect to Ray ({first}); use --address local for a fresh local Ray", 1)
+    left = unfinished_trials(grid)
+    if left:
+        fail(
+            f"study {spec.name} interrupted with {left} of {len(grid)} trials unfinished; "
+            f"continue it with: anpyc-sweep launch {study} --resume",
+            130,
+        )
     obj = spec.objectives[0]
     best = best_trials(spec, obj.metric, obj.mode, 1)
     typer.echo(

@@ -230,6 +230,11 @@ def launch(spec: StudySpec, spec_yaml: str, resume: bool = False, address: str |
     return tuner.fit()
 
 
+def unfinished_trials(grid: Any) -> int:
+    """Trials of a ResultGrid that neither finished nor errored (the run was interrupted)."""
+    return len(grid) - grid.num_terminated - grid.num_errors
+
+
 def spec_text(spec: StudySpec) -> str:
     """The resolved spec as YAML (what is stored with the study)."""
     return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)

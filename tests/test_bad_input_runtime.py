@@ -135,3 +135,17 @@ def test_resume_with_a_changed_spec_is_refused_before_anything_runs(tmp_path, no
 def test_report_and_analyze_of_a_study_never_launched(tmp_path, no_ray, command):
     one_line(CliRunner().invoke(app, [command, str(write_study(tmp_path))]), 1, "no trials.parquet")
     assert not (tmp_path / "out").exists()
+
+
+def test_interrupted_launch_says_so_and_how_to_resume(tmp_path, no_ray, monkeypatch):
+    class InterruptedGrid:  # what Tuner.fit returns after Ctrl-C: 5 trials, 2 finished, 1 errored
+        num_terminated, num_errors = 2, 1
+
+        def __len__(self):
+            return 5
+
+    monkeypatch.setattr("sweeper.launch.launch", lambda *a, **k: InterruptedGrid())
+    study = write_study(tmp_path)
+    result = CliRunner().invoke(app, ["launch", str(study)])
+    one_line(result, 130, f"interrupted with 2 of 5 trials unfinished; continue it with: anpyc-sweep launch {study}")
+    assert "--resume" in result.output and "done" not in result.output
