@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib
@@ -20,20 +21,29 @@ def _numeric(series: pd.Series) -> pd.Series:
     return converted if converted.notna().all() else series.astype(str)
 
 
+def _natural(values: pd.Series) -> pd.Series:
+    """Sort key: numbers by value, and text such as '[32, 32]' by the numbers in it."""
+    if pd.api.types.is_numeric_dtype(values):
+        return values
+    return values.map(lambda v: (tuple(float(n) for n in re.findall(r"-?\d+\.?\d*(?:e-?\d+)?", str(v))), str(v)))
+
+
 def summary_table(frame: pd.DataFrame, column: str, metrics: list[str]) -> pd.DataFrame:
     """Mean, std and count over seeds of `metrics`, per (ablation, value of `column`)."""
     data = frame.assign(value=_numeric(frame[column]))
     grouped = data.groupby(["ablation", "value"])[metrics]
     table = grouped.agg(["mean", "std", "count"])
     table.columns = [f"{m}_{s}" for m, s in table.columns]
-    return table.reset_index()
+    table = table.reset_index()
+    order = table.assign(_key=_natural(table["value"])).sort_values(["ablation", "_key"], kind="stable").index
+    return table.loc[order].reset_index(drop=True)
 
 
 def plot_against(table: pd.DataFrame, column: str, metric: str, path: Path) -> None:
     """Metric (mean ± std over seeds) against one parameter, one line per ablation."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for ablation, part in table.groupby("ablation"):
-        part = part.sort_values("value")
+        part = part.sort_values("value", key=_natural)
         x = part["value"] if pd.api.types.is_numeric_dtype(part["value"]) else np.arange(len(part))
         ax.errorbar(
             x, part[f"{metric}_mean"], yerr=part[f"{metric}_std"].fillna(0), marker="o", capsize=3, label=ablation

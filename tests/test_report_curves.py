@@ -66,3 +66,18 @@ def test_report_plots_accuracy_over_tasks_per_ablation_from_finished_trials(abla
     assert "| no_pruning | 3 | 50.00 | 90.00 |" in text
     png = ablation_study.study_dir / "report" / "acc_over_tasks.png"
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_summary_table_orders_list_values_by_their_numbers_not_as_text():
+    from sweeper.report import summary_table
+
+    frame = pd.DataFrame(
+        {
+            "ablation": ["full"] * 4,
+            "cfg.model.hidden": ["[128, 128]", "[32, 32]", "[512, 512]", "[64, 64]"],
+            "test_acc": [3.0, 1.0, 4.0, 2.0],
+        }
+    )
+    table = summary_table(frame, "cfg.model.hidden", ["test_acc"])
+    assert table["value"].tolist() == ["[32, 32]", "[64, 64]", "[128, 128]", "[512, 512]"]
+    assert table["test_acc_mean"].tolist() == [1.0, 2.0, 3.0, 4.0]
