@@ -51,6 +51,7 @@ PAPER_TABLE_II = {
 }
 PAPER_CLAIMS = {
     "table1_split_lambda": "λ is chosen per method on validation (the paper does not say how it chose λ).",
+    "table2_permuted_lambda": "λ is chosen per method on validation (the paper does not say how it chose λ).",
     "table1_split_update": "ANPyC's consolidation is an element-wise updater, not a regulariser (SPEC §4.2).",
     "fig8b_lambda": "best λ ≈ 4; ACC stable for λ ∈ [0.5, 4] (Fig. 8b, permuted MNIST).",
     "fig8c_beta": "best β ≈ 10–15 % (Fig. 8c, permuted MNIST).",
@@ -65,6 +66,7 @@ TITLES = {
     "table1_split_lambda": "Table I's λ choice (validation only)",
     "table1_split_update": "Table I: ANPyC with the updater (consolidation: update) over λ",
     "table2_permuted": "Table II: permuted Fashion-MNIST, 10 tasks, every method",
+    "table2_permuted_lambda": "Table II's λ choice for EWC, MAS and SI (validation only)",
     "fig7_ablation_tasks": "Fig. 7: number of tasks, full / mas_importance / no_pruning",
     "fig7_ablation_width": "Fig. 7: hidden width, full / mas_importance / no_pruning",
     "fig7_ablation_lambda": "Fig. 7's ablations over λ (784-128-128, 10 tasks)",
