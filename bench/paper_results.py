@@ -148,19 +148,22 @@ def joint_accuracy(study_dir: Path) -> str:
 
 
 def grid_table(frame: pd.DataFrame, column: str) -> list[str]:
-    """Ablation × searched value: test ACC mean ± std (n), best by val ACC in bold.
+    """Ablation × searched value: test ACC mean ± std (n). For a hyperparameter (strategy.*,
+    optim.*) the value with the best mean val ACC is in bold; an axis of the experiment (data.*,
+    model.*) is only reported, not selected.
 
     A value where any seed diverged is not eligible: the mean of the seeds that survived would
     flatter it."""
+    selects = not column.startswith(("cfg.data.", "cfg.model."))
     done = frame[frame["status"] == "FINISHED"]
     values = sorted(frame[column].unique(), key=_sort_key)
-    lines = ["| ablation | " + " | ".join(str(v) for v in values) + " | best by val ACC |"]
-    lines.append("|" + "---|" * (len(values) + 2))
+    lines = ["| ablation | " + " | ".join(str(v) for v in values) + (" | best by val ACC |" if selects else " |")]
+    lines.append("|" + "---|" * (len(values) + (2 if selects else 1)))
     for ablation, part in frame.groupby("ablation"):
         errored = part[part["status"] == "ERROR"].groupby(column).size()
         means = done[done["ablation"] == ablation].groupby(column)["val_acc"].mean()
         eligible = means[[v not in errored.index for v in means.index]]
-        best = eligible.idxmax() if len(eligible) else None
+        best = eligible.idxmax() if selects and len(eligible) else None
         cells = []
         for v in values:
             sub = done[(done["ablation"] == ablation) & (done[column] == v)]
@@ -168,8 +171,8 @@ def grid_table(frame: pd.DataFrame, column: str) -> list[str]:
             if v in errored.index:
                 cell += f", {errored[v]} diverged"
             cells.append(f"**{cell}**" if v == best else cell)
-        chosen = f"{best} (val {eligible[best]:.2f})" if best is not None else "none"
-        lines.append(f"| {ablation} | " + " | ".join(cells) + f" | {chosen} |")
+        chosen = (f" {best} (val {eligible[best]:.2f}) |" if best is not None else " none |") if selects else ""
+        lines.append(f"| {ablation} | " + " | ".join(cells) + " |" + chosen)
     return lines
 
 
@@ -242,8 +245,12 @@ def study_section(name: str, storage: str) -> list[str] | None:
     search = [f"cfg.{k}" for k in spec.search]
     if search:
         lines += [
-            "Test ACC (%) mean ± std over seeds (n finished); bold: the value with the best mean val ACC "
-            "among those where no seed diverged.",
+            "Test ACC (%) mean ± std over seeds (n finished)"
+            + (
+                "."
+                if search[0].startswith(("cfg.data.", "cfg.model."))
+                else "; bold: the value with the best mean val ACC among those where no seed diverged."
+            ),
             "",
         ]
         lines += grid_table(frame, search[0]) + [""]
