@@ -60,6 +60,8 @@ PAPER_CLAIMS = {
     "fig7_ablation_tasks": "full ANPyC stays above its MAS-importance and no-pruning ablations as tasks grow (Fig. 7).",
     "fig7_ablation_width": "full ANPyC stays above its ablations at every width (Fig. 7).",
     "fig7_ablation_lambda": "(not in the paper) the Fig. 7 ablations, each at its own validated λ.",
+    "fig7_ablation_tasks_tuned": "full ANPyC stays above its MAS-importance and no-pruning ablations as tasks grow (Fig. 7).",
+    "fig7_ablation_width_tuned": "full ANPyC stays above its ablations at every width (Fig. 7).",
 }
 TITLES = {
     "table1_split": "Table I: split Fashion-MNIST, 5 tasks, every method",
@@ -70,6 +72,8 @@ TITLES = {
     "fig7_ablation_tasks": "Fig. 7: number of tasks, full / mas_importance / no_pruning",
     "fig7_ablation_width": "Fig. 7: hidden width, full / mas_importance / no_pruning",
     "fig7_ablation_lambda": "Fig. 7's ablations over λ (784-128-128, 10 tasks)",
+    "fig7_ablation_tasks_tuned": "Fig. 7: number of tasks, each variant at its validated λ",
+    "fig7_ablation_width_tuned": "Fig. 7: hidden width, each variant at its validated λ",
     "fig8a_pruning": "Fig. 8a: pruning strategies, 20 permuted tasks",
     "fig8a_pruning_update": "Fig. 8a with consolidation: update (the clamped pull of SPEC §4.2)",
     "fig8b_lambda": "Fig. 8b: sensitivity to λ",
