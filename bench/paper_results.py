@@ -49,6 +49,7 @@ PAPER_TABLE_II = {
     "sgd": "70.05",
     "joint": "95.03",
 }
+PAPER_FIG7_TASKS = "full ANPyC stays above its MAS-importance and no-pruning ablations as tasks grow (Fig. 7)."
 PAPER_CLAIMS = {
     "table1_split_lambda": "λ is chosen per method on validation (the paper does not say how it chose λ).",
     "table2_permuted_lambda": "λ is chosen per method on validation (the paper does not say how it chose λ).",
@@ -57,10 +58,10 @@ PAPER_CLAIMS = {
     "fig8c_beta": "best β ≈ 10–15 % (Fig. 8c, permuted MNIST).",
     "fig8a_pruning": "greedy pruning beats greedy without pre-training, XDG and random pruning (Fig. 8a).",
     "fig8a_pruning_update": "as fig8a_pruning (Fig. 8a); here with the clamped consolidation update of SPEC §4.2.",
-    "fig7_ablation_tasks": "full ANPyC stays above its MAS-importance and no-pruning ablations as tasks grow (Fig. 7).",
+    "fig7_ablation_tasks": PAPER_FIG7_TASKS,
     "fig7_ablation_width": "full ANPyC stays above its ablations at every width (Fig. 7).",
     "fig7_ablation_lambda": "(not in the paper) the Fig. 7 ablations, each at its own validated λ.",
-    "fig7_ablation_tasks_tuned": "full ANPyC stays above its MAS-importance and no-pruning ablations as tasks grow (Fig. 7).",
+    "fig7_ablation_tasks_tuned": PAPER_FIG7_TASKS,
     "fig7_ablation_width_tuned": "full ANPyC stays above its ablations at every width (Fig. 7).",
 }
 TITLES = {
