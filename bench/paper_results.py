@@ -152,6 +152,11 @@ def joint_accuracy(study_dir: Path) -> str:
     return pm(pd.Series(accs, dtype=float)) + f" (n={len(accs)})" if accs else "-"
 
 
+def is_axis(column: str) -> bool:
+    """Whether a searched column is an axis of the experiment (data.*, model.*), not a hyperparameter."""
+    return column.startswith(("cfg.data.", "cfg.model."))
+
+
 def grid_table(frame: pd.DataFrame, column: str) -> list[str]:
     """Ablation × searched value: test ACC mean ± std (n). For a hyperparameter (strategy.*,
     optim.*) the value with the best mean val ACC is in bold; an axis of the experiment (data.*,
@@ -159,7 +164,7 @@ def grid_table(frame: pd.DataFrame, column: str) -> list[str]:
 
     A value where any seed diverged is not eligible: the mean of the seeds that survived would
     flatter it."""
-    selects = not column.startswith(("cfg.data.", "cfg.model."))
+    selects = not is_axis(column)
     done = frame[frame["status"] == "FINISHED"]
     values = sorted(frame[column].unique(), key=_sort_key)
     lines = ["| ablation | " + " | ".join(str(v) for v in values) + (" | best by val ACC |" if selects else " |")]
@@ -253,7 +258,7 @@ def study_section(name: str, storage: str) -> list[str] | None:
             "Test ACC (%) mean ± std over seeds (n finished)"
             + (
                 "."
-                if search[0].startswith(("cfg.data.", "cfg.model."))
+                if is_axis(search[0])
                 else "; bold: the value with the best mean val ACC among those where no seed diverged."
             ),
             "",

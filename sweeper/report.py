@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -75,7 +76,7 @@ def plot_task_curves(done: pd.DataFrame, tasks: pd.DataFrame, path: Path) -> pd.
         std, colour = part["std"].fillna(0), colours(k)
         ax.plot(part["after_task"], part["mean"], marker=".", label=ablation, color=colour)
         ax.fill_between(part["after_task"], part["mean"] - std, part["mean"] + std, alpha=0.15, color=colour)
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("tasks learned")
     ax.set_ylabel("mean test ACC over tasks learned (%)")
     ax.grid(alpha=0.3)
