@@ -19,6 +19,7 @@ import pandas as pd
 from docs_section import write_section
 
 from sweeper import results
+from sweeper.report import natural_order
 from sweeper.spec import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,7 +167,7 @@ def grid_table(frame: pd.DataFrame, column: str) -> list[str]:
     flatter it."""
     selects = not is_axis(column)
     done = frame[frame["status"] == "FINISHED"]
-    values = sorted(frame[column].unique(), key=_sort_key)
+    values = pd.Series(frame[column].unique()).sort_values(key=natural_order).tolist()
     lines = ["| ablation | " + " | ".join(str(v) for v in values) + (" | best by val ACC |" if selects else " |")]
     lines.append("|" + "---|" * (len(values) + (2 if selects else 1)))
     for ablation, part in frame.groupby("ablation"):
@@ -184,15 +185,6 @@ def grid_table(frame: pd.DataFrame, column: str) -> list[str]:
         chosen = (f" {best} (val {eligible[best]:.2f}) |" if best is not None else " none |") if selects else ""
         lines.append(f"| {ablation} | " + " | ".join(cells) + " |" + chosen)
     return lines
-
-
-def _sort_key(value):
-    try:
-        return (0, float(value), "")
-    except (TypeError, ValueError):
-        text = str(value)
-        first = text.strip("[]").split(",")[0]
-        return (1, float(first) if first.strip().replace(".", "").isdigit() else 0.0, text)
 
 
 def copy_figures(study_dir: Path, name: str) -> list[str]:

@@ -22,7 +22,7 @@ def _numeric(series: pd.Series) -> pd.Series:
     return converted if converted.notna().all() else series.astype(str)
 
 
-def _natural(values: pd.Series) -> pd.Series:
+def natural_order(values: pd.Series) -> pd.Series:
     """Sort key: numbers by value, and text such as '[32, 32]' by the numbers in it."""
     if pd.api.types.is_numeric_dtype(values):
         return values
@@ -36,7 +36,7 @@ def summary_table(frame: pd.DataFrame, column: str, metrics: list[str]) -> pd.Da
     table = grouped.agg(["mean", "std", "count"])
     table.columns = [f"{m}_{s}" for m, s in table.columns]
     table = table.reset_index()
-    order = table.assign(_key=_natural(table["value"])).sort_values(["ablation", "_key"], kind="stable").index
+    order = table.assign(_key=natural_order(table["value"])).sort_values(["ablation", "_key"], kind="stable").index
     return table.loc[order].reset_index(drop=True)
 
 
@@ -44,7 +44,7 @@ def plot_against(table: pd.DataFrame, column: str, metric: str, path: Path) -> N
     """Metric (mean ± std over seeds) against one parameter, one line per ablation."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for ablation, part in table.groupby("ablation"):
-        part = part.sort_values("value", key=_natural)
+        part = part.sort_values("value", key=natural_order)
         x = part["value"] if pd.api.types.is_numeric_dtype(part["value"]) else np.arange(len(part))
         ax.errorbar(
             x, part[f"{metric}_mean"], yerr=part[f"{metric}_std"].fillna(0), marker="o", capsize=3, label=ablation
