@@ -21,6 +21,7 @@ from docs_section import write_section
 from sweeper import results
 from sweeper.report import natural_order
 from sweeper.spec import load_study
+from sweeper.storage import StudyStore
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "RESULTS.md"
@@ -116,7 +117,7 @@ def busy_minutes(spec, study_dir: Path) -> float:
 def progress_line(frame: pd.DataFrame, expected: int, wall_minutes: float) -> str:
     """'27/27 trials finished (2 errored), 18 min wall clock, 34 min of trial time'."""
     counts = frame["status"].value_counts()
-    errored = int(counts.get("ERROR", 0))
+    errored = int(counts.get("ERROR", 0)) + int(counts.get("DIVERGED", 0))
     seconds = frame["seconds"].dropna().sum()
     return (
         f"{int(counts.get('FINISHED', 0))}/{expected} trials finished"
@@ -130,7 +131,7 @@ def method_table(frame: pd.DataFrame, paper: dict[str, str] | None, study_dir: P
     """One row per ablation: finished and diverged seeds, val ACC, test ACC, BWT, FWT, forgetting
     (mean ± std over finished seeds), paper ACC. An ablation whose every seed diverged keeps its row."""
     done = frame[frame["status"] == "FINISHED"]
-    diverged = frame[frame["status"] == "ERROR"].groupby("ablation").size()
+    diverged = frame[frame["status"].isin(["ERROR", "DIVERGED"])].groupby("ablation").size()
     head = "| method | n | diverged | val ACC | ACC | BWT | FWT | forgetting |"
     head += " paper ACC (MNIST) |" if paper else ""
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -171,7 +172,7 @@ def grid_table(frame: pd.DataFrame, column: str) -> list[str]:
     lines = ["| ablation | " + " | ".join(str(v) for v in values) + (" | best by val ACC |" if selects else " |")]
     lines.append("|" + "---|" * (len(values) + (2 if selects else 1)))
     for ablation, part in frame.groupby("ablation"):
-        errored = part[part["status"] == "ERROR"].groupby(column).size()
+        errored = part[part["status"].isin(["ERROR", "DIVERGED"])].groupby(column).size()
         means = done[done["ablation"] == ablation].groupby(column)["val_acc"].mean()
         eligible = means[[v not in errored.index for v in means.index]]
         best = eligible.idxmax() if selects and len(eligible) else None
@@ -207,7 +208,7 @@ def study_section(name: str, storage: str) -> list[str] | None:
     """The markdown lines of one study's section (None when it has not been launched)."""
     spec = load_study(ROOT / "studies" / f"{name}.yaml")
     study_dir = Path(storage).resolve() / name
-    frame = results.read_trials(study_dir)
+    frame = results.read_trials(StudyStore(str(study_dir)))
     if frame.empty:
         return None
     done = frame[frame["status"] == "FINISHED"].copy()

@@ -96,9 +96,9 @@ def drift(first: dict, last: dict) -> list[dict]:
 # ---------------------------------------------------------------- loading
 def finished_trials(spec: StudySpec) -> pd.DataFrame:
     """FINISHED rows of trials.parquet, or a RuntimeError saying why there are none."""
-    frame = results.read_trials(spec.study_dir)
+    frame = results.read_trials(spec.store)
     if frame.empty:
-        raise RuntimeError(f"study {spec.name}: no trials.parquet in {spec.study_dir} yet")
+        raise RuntimeError(f"study {spec.name}: no trials.parquet in {spec.tune_storage} yet")
     done = frame[frame["status"] == "FINISHED"]
     if done.empty:
         raise RuntimeError(f"study {spec.name}: no FINISHED trial yet")
@@ -151,10 +151,10 @@ def drift_table(done: pd.DataFrame, snaps: dict[str, Snapshots]) -> pd.DataFrame
 
 def capacity_table(spec: StudySpec, done: pd.DataFrame) -> pd.DataFrame:
     """Fig. 7a: mean counts per (ablation, tasks finished) from boundaries.parquet."""
-    path = spec.study_dir / "boundaries.parquet"
-    if not path.exists():
+    bounds = results.read_boundaries(spec.store)
+    if bounds.empty:
         return pd.DataFrame()
-    bounds = pd.read_parquet(path).merge(done[["trial_id", "ablation"]], on="trial_id")
+    bounds = bounds.merge(done[["trial_id", "ablation"]], on="trial_id")
     if bounds.empty or "model_params" not in bounds:
         return pd.DataFrame()
     bounds["stored_total"] = bounds["model_params"] + bounds["state_values"]
@@ -237,7 +237,7 @@ def write_analysis(spec: StudySpec) -> Path:
     done = finished_trials(spec)
     snaps = {r.trial_id: load_snapshots(spec, r.mlflow_run_id) for r in done.itertuples()}
     out = spec.study_dir / "report"
-    out.mkdir(exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Section V analyses: {spec.name}", "", "Mean ± std over seeds; one row per ablation.", ""]
     stats, pooled = importance_table(done, snaps)
     if len(stats):

@@ -144,16 +144,29 @@ def train(
     typer.echo(f"wrote {out / 'result.json'}")
 
 
-def _study(path: Path, storage: str | None = None, tracking_uri: str | None = None):
-    """Load a study spec (exit 2 on any problem) with CLI overrides of storage and tracking URI."""
-    from sweeper.spec import load_study
+def _study(path: Path, storage: str | None = None, tracking_uri: str | None = None, **runtime):
+    """Load a study spec with command-line overrides applied before validation (exit 2 on any problem).
+
+    `runtime` holds launch-time fields (resources.cpu, resources.gpu, max_concurrent_trials) that
+    never change results; None means: keep the file's value."""
+    from anpyc_core.config import read_yaml
+    from sweeper.spec import parse_study
 
     try:
-        spec = load_study(path)
+        raw = read_yaml(path)
+        if storage is not None:
+            raw["storage"] = storage
+        if tracking_uri is not None:
+            raw["tracking_uri"] = tracking_uri
+        resources = {k.removeprefix("resources_"): v for k, v in runtime.items() if k.startswith("resources_")}
+        resources = {k: v for k, v in resources.items() if v is not None}
+        if resources:
+            raw["resources"] = {**(raw.get("resources") or {}), **resources}
+        if runtime.get("max_concurrent_trials") is not None:
+            raw["max_concurrent_trials"] = runtime["max_concurrent_trials"]
+        return parse_study(raw, origin=str(path))
     except ConfigError as err:
         fail(str(err), 2)
-    updates = {k: v for k, v in (("storage", storage), ("tracking_uri", tracking_uri)) if v}
-    return spec.model_copy(update=updates) if updates else spec
 
 
 @app.command()
@@ -173,15 +186,29 @@ def launch(
     address: str = typer.Option(None, "--address", help="Ray cluster address ('auto' for a running cluster)."),
     storage: str = typer.Option(None, "--storage", help="Override the study's storage folder."),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help="Override the MLflow tracking URI."),
+    cpus_per_trial: float = typer.Option(None, "--cpus-per-trial", help="CPUs per trial (overrides resources.cpu)."),
+    gpus_per_trial: float = typer.Option(
+        None, "--gpus-per-trial", help="GPUs per trial, fractional to share (overrides resources.gpu)."
+    ),
+    max_concurrent: int = typer.Option(None, "--max-concurrent", help="Trials at once (overrides the study's)."),
     yes: bool = typer.Option(False, "--yes", help=f"Allow more than {200} trials."),
 ) -> None:
-    """Run a study on Ray Tune (locally, or on a cluster with --address)."""
+    """Run a study on Ray Tune (locally, or on a cluster with --address).
+
+    --cpus-per-trial, --gpus-per-trial and --max-concurrent never change results, so --resume takes them too."""
     from sweeper.launch import StudyError, spec_text, unfinished_trials
     from sweeper.launch import launch as run_launch
     from sweeper.query import best_trials
     from sweeper.spec import MAX_TRIALS_WITHOUT_YES
 
-    spec = _study(study, storage, tracking_uri)
+    spec = _study(
+        study,
+        storage,
+        tracking_uri,
+        resources_cpu=cpus_per_trial,
+        resources_gpu=gpus_per_trial,
+        max_concurrent_trials=max_concurrent,
+    )
     if spec.trial_count() > MAX_TRIALS_WITHOUT_YES and not yes:
         fail(
             f"{spec.name}: {spec.trial_count()} trials is more than {MAX_TRIALS_WITHOUT_YES}; pass --yes to run them", 2
@@ -205,7 +232,7 @@ def launch(
     obj = spec.objectives[0]
     best = best_trials(spec, obj.metric, obj.mode, 1)
     typer.echo(
-        f"study {spec.name} done: results in {spec.study_dir} (trials.parquet, tasks.parquet), "
+        f"study {spec.name} done: results in {spec.tune_storage} (trials.parquet, tasks.parquet), "
         f"MLflow at {spec.resolved_tracking_uri()}"
     )
     if best:
@@ -225,7 +252,11 @@ def status(
     """Trial counts of a study by status (Parquet and MLflow)."""
     from sweeper.query import study_status
 
-    typer.echo(json.dumps(study_status(_study(study, storage, tracking_uri)), indent=2))
+    spec = _study(study, storage, tracking_uri)
+    try:
+        typer.echo(json.dumps(study_status(spec), indent=2))
+    except RuntimeError as err:  # unreadable storage or results file
+        fail(str(err), 1)
 
 
 @app.command()
@@ -295,9 +326,9 @@ def rerun(
     typer.echo("identical" if same else "DIFFERENT (expected if --set changed the config, or across devices)")
 
 
-def _write_study_output(study: Path, storage: str | None, writer) -> Path:
+def _write_study_output(study: Path, storage: str | None, tracking_uri: str | None, writer) -> Path:
     """Load the study and run `writer(spec)`; a RuntimeError (nothing to read yet) exits 1."""
-    spec = _study(study, storage)
+    spec = _study(study, storage, tracking_uri)
     try:
         return writer(spec)
     except RuntimeError as err:
@@ -306,23 +337,27 @@ def _write_study_output(study: Path, storage: str | None, writer) -> Path:
 
 @app.command()
 def report(
-    study: Path = typer.Argument(..., help="Study YAML."), storage: str = typer.Option(None, "--storage")
+    study: Path = typer.Argument(..., help="Study YAML."),
+    storage: str = typer.Option(None, "--storage"),
+    tracking_uri: str = typer.Option(None, "--tracking-uri"),
 ) -> None:
-    """Write PNG figures and a markdown summary of a study into <study>/report."""
+    """Write PNG figures and a markdown summary of a study into its report folder."""
     from sweeper.report import write_report
 
-    path = _write_study_output(study, storage, write_report)
+    path = _write_study_output(study, storage, tracking_uri, write_report)
     typer.echo(f"wrote {path} and {len(list(path.parent.glob('*.png')))} figures")
 
 
 @app.command()
 def analyze(
-    study: Path = typer.Argument(..., help="Study YAML."), storage: str = typer.Option(None, "--storage")
+    study: Path = typer.Argument(..., help="Study YAML."),
+    storage: str = typer.Option(None, "--storage"),
+    tracking_uri: str = typer.Option(None, "--tracking-uri"),
 ) -> None:
-    """Section V analyses (importance distributions, parameter drift, parameter counts) into <study>/report."""
+    """Section V analyses (importance distributions, parameter drift, parameter counts) into the report folder."""
     from sweeper.analysis import write_analysis
 
-    typer.echo(f"wrote {_write_study_output(study, storage, write_analysis)}")
+    typer.echo(f"wrote {_write_study_output(study, storage, tracking_uri, write_analysis)}")
 
 
 def main() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from typing import Any
 
 import ray
@@ -14,10 +13,12 @@ from ray import tune
 
 from anpyc_core.config import validate_config
 from anpyc_core.data import load_raw
-from sweeper.spec import StudySpec
+from sweeper.spec import RUNTIME_FIELDS, StudySpec
+from sweeper.storage import StorageError
 from sweeper.trainable import joint_key, train_trial
 
 TUNE_DIR = "tune"
+STUDY_FILE = "study.yaml"
 
 
 class StudyError(RuntimeError):
@@ -124,16 +125,15 @@ def joint_references(spec: StudySpec, configs: list[dict], dataset_refs: dict) -
     """m_i for every distinct (data, model, seed), computed once and cached in the study folder."""
     if not spec.joint_reference:
         return {}
-    folder = spec.study_dir / "joint"
-    folder.mkdir(parents=True, exist_ok=True)
+    store = spec.store
     refs, pending = {}, {}
     for cfg in configs:
         key = joint_key(cfg)
-        path = folder / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
+        path = "joint/" + hashlib.sha256(key.encode()).hexdigest()[:16] + ".json"
         if key in refs or key in pending:
             continue
-        if path.exists():
-            refs[key] = json.loads(path.read_text())
+        if store.exists(path):
+            refs[key] = json.loads(store.read_text(path))
             continue
         joint_cfg = json.loads(json.dumps(cfg))
         joint_cfg["strategy"] = {"method": "joint"}
@@ -141,27 +141,23 @@ def joint_references(spec: StudySpec, configs: list[dict], dataset_refs: dict) -
         pending[key] = (path, _joint_run.options(**options).remote(joint_cfg, dataset_refs[cfg["data"]["benchmark"]]))
     for key, (path, ref) in pending.items():
         refs[key] = ray.get(ref)
-        path.write_text(json.dumps(refs[key]))
+        store.write_text(path, json.dumps(refs[key]))
     return refs
 
 
 def check_storage(spec: StudySpec) -> None:
-    """Fail early, writing nothing, when the local study folder cannot be created."""
-    existing = next((p for p in [spec.study_dir, *spec.study_dir.parents] if p.exists()), None)
+    """Fail early, writing nothing, when the study's shared folder cannot be written."""
     try:
-        if existing is None or not existing.is_dir():
-            raise OSError("not a folder")
-        tempfile.TemporaryDirectory(dir=existing).cleanup()  # a real write, then removed
-    except OSError as err:
-        raise StudyError(f"storage {spec.storage}: cannot write in {existing} ({err.strerror or err})") from None
+        spec.store.check_writable()  # a real write and delete: rights, credentials, a reachable bucket
+    except StorageError as err:
+        raise StudyError(f"storage {spec.storage}: {err}") from None
 
 
 def check_same_spec(spec: StudySpec) -> None:
     """A resumed study must be the one launched: Tune would silently keep the stored search space."""
-    stored = StudySpec.model_validate(yaml.safe_load((spec.study_dir / "study.yaml").read_text()))
-    ignore = {"storage", "tracking_uri"}  # where a study lives may move; what it runs may not
+    stored = StudySpec.model_validate(yaml.safe_load(spec.store.read_text(STUDY_FILE)) | {"storage": spec.storage})
     old, new = stored.model_dump(mode="json"), spec.model_dump(mode="json")
-    changed = sorted(k for k in new if k not in ignore and old.get(k) != new.get(k))
+    changed = sorted(k for k in new if k not in RUNTIME_FIELDS and old.get(k) != new.get(k))
     if changed:
         raise StudyError(
             f"--resume: study {spec.name} was launched with a different {', '.join(changed)}; "
@@ -170,12 +166,64 @@ def check_same_spec(spec: StudySpec) -> None:
         )
 
 
+def check_device(spec: StudySpec, configs: list[dict]) -> None:
+    """`device: cuda` needs a GPU per trial, asked for before any trial is queued."""
+    if spec.resources.gpu == 0 and any(c["device"] == "cuda" for c in configs):
+        raise StudyError("device: cuda needs a GPU per trial; pass --gpus-per-trial (e.g. 1, or 0.25 to share)", 2)
+
+
+def _fits(resources: dict, cpu: float, gpu: float) -> bool:
+    return resources.get("CPU", 0) >= cpu and resources.get("GPU", 0) >= gpu
+
+
+def autoscaler_node_types() -> dict[str, dict] | None:
+    """The node types the autoscaler may add (from the head's bootstrap config), or None off a cluster head."""
+    path = os.path.expanduser("~/ray_bootstrap_config.yaml")
+    if not os.path.exists(path):
+        return None
+    with open(path) as fh:
+        config = yaml.safe_load(fh) or {}
+    return {
+        name: node.get("resources") or {}
+        for name, node in (config.get("available_node_types") or {}).items()
+        if node.get("max_workers", 1) > 0 and name != config.get("head_node_type")
+    }
+
+
+def check_resources(spec: StudySpec) -> None:
+    """One line instead of trials PENDING forever: some node (or node type) must fit one trial."""
+    cpu, gpu = spec.resources.cpu, spec.resources.gpu
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if any(_fits(r, cpu, gpu) for r in nodes):
+        return
+    types = autoscaler_node_types() or {}
+    # a type without declared resources learns them when its first node starts: it may fit
+    if any(not r or _fits(r, cpu, gpu) for r in types.values()):
+        return
+    largest = max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
+    raise StudyError(
+        f"resources: a trial asks for {cpu:g} CPU and {gpu:g} GPU, but no node of this cluster has that "
+        f"(largest: {largest.get('CPU', 0):g} CPU, {largest.get('GPU', 0):g} GPU) and no node type the "
+        "autoscaler can add fits it; lower --cpus-per-trial / --gpus-per-trial or add such nodes",
+        2,
+    )
+
+
+def checkpoint_config(spec: StudySpec) -> tune.CheckpointConfig:
+    """`latest`: the last two task checkpoints per trial (a resume after a driver kill may need the
+    one before the latest; snapshots are in MLflow already); `all`: every task's."""
+    return tune.CheckpointConfig(num_to_keep=2 if spec.checkpoints == "latest" else None)
+
+
 def launch(spec: StudySpec, spec_yaml: str, resume: bool = False, address: str | None = None) -> Any:
     """Run (or resume) the study; returns Tune's ResultGrid."""
     from sweeper.tracking import StudyRecorder, tracking_client
 
     exp_dir = f"{spec.tune_storage}/{TUNE_DIR}"
-    exists = (spec.study_dir / "study.yaml").exists()
+    try:
+        exists = spec.store.exists(STUDY_FILE)
+    except StorageError as err:
+        raise StudyError(str(err)) from None
     if exists and not resume:
         raise StudyError(f"study {spec.name} already exists in {spec.study_dir}; use --resume to continue it", 2)
     if resume and not exists:
@@ -186,12 +234,13 @@ def launch(spec: StudySpec, spec_yaml: str, resume: bool = False, address: str |
     if spec.tracking_uri:
         tracking_client(spec.tracking_uri)  # unreachable store: fail before anything is written
     configs = sample_run_configs(spec)
+    check_device(spec, configs)
     datasets = load_datasets(configs)  # missing or corrupt data fails here, before Ray starts
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    spec.study_dir.mkdir(parents=True, exist_ok=True)
+    check_resources(spec)
     if not exists:
-        (spec.study_dir / "study.yaml").write_text(spec_yaml)
+        spec.store.write_text(STUDY_FILE, spec_yaml)
     dataset_refs = {name: ray.put(raw) for name, raw in datasets.items()}
     refs = joint_references(spec, configs, dataset_refs)
     # Tune learns of trial checkpoints through its experiment snapshot; snapshot every second so a
@@ -204,6 +253,12 @@ def launch(spec: StudySpec, spec_yaml: str, resume: bool = False, address: str |
     callbacks = [StudyRecorder(spec, spec_yaml)]  # a restored Tuner brings back its own copy
     if resume and tune.Tuner.can_restore(exp_dir):
         tuner = tune.Tuner.restore(exp_dir, trainable, resume_unfinished=True, resume_errored=True)
+        # the concurrency of a resumed study is the caller's (it never changes results); Tune keeps
+        # the launch's TuneConfig, so set it on the restored one before fit() builds the searcher
+        restored = tuner._local_tuner
+        restored._tune_config.max_concurrent_trials = spec.max_concurrent_trials
+        restored._run_config.checkpoint_config = checkpoint_config(spec)
+        restored._run_config.failure_config = tune.FailureConfig(max_failures=spec.max_failures)
     else:
         max_tasks = max(validate_config(c).data.tasks for c in configs)
         tuner = tune.Tuner(
@@ -219,9 +274,7 @@ def launch(spec: StudySpec, spec_yaml: str, resume: bool = False, address: str |
             run_config=tune.RunConfig(
                 name=TUNE_DIR,
                 storage_path=spec.tune_storage,
-                # keep every task checkpoint: num_to_keep forces an experiment snapshot on each
-                # deletion, which dominated the overhead of short trials (bench/sweep_overhead.py)
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+                checkpoint_config=checkpoint_config(spec),
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 callbacks=callbacks,
                 verbose=1,

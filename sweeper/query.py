@@ -64,7 +64,7 @@ def best_trials(spec: StudySpec, metric: str, mode: str, top: int) -> list[dict]
 
 def study_status(spec: StudySpec) -> dict:
     """Trial counts by status from trials.parquet and by run status from MLflow."""
-    frame = results.read_trials(spec.study_dir)
+    frame = results.read_trials(spec.store)
     by_status = frame["status"].value_counts().to_dict() if len(frame) else {}
     mlflow_counts: dict[str, int] = {}
     try:
@@ -76,7 +76,7 @@ def study_status(spec: StudySpec) -> dict:
         pass
     return {
         "study": spec.name,
-        "folder": str(spec.study_dir),
+        "storage": spec.tune_storage,
         "expected_trials": spec.trial_count(),
         "parquet": {k: int(v) for k, v in by_status.items()},
         "mlflow": mlflow_counts,

@@ -158,11 +158,11 @@ def _as_spec_value(raw, values: list):
 
 def write_report(spec: StudySpec) -> Path:
     """Write report.md and PNG figures into <study>/report; returns the markdown path."""
-    frame = results.read_trials(spec.study_dir)
+    frame = results.read_trials(spec.store)
     if frame.empty:
-        raise RuntimeError(f"study {spec.name}: no trials.parquet in {spec.study_dir} yet")
+        raise RuntimeError(f"study {spec.name}: no trials.parquet in {spec.tune_storage} yet")
     out = spec.study_dir / "report"
-    out.mkdir(exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     done = frame[frame["status"] == "FINISHED"]
     metrics = ["val_acc", "test_acc", "val_bwt", "test_bwt"]
     lines = [
@@ -174,10 +174,10 @@ def write_report(spec: StudySpec) -> Path:
         "Selection uses validation metrics; test metrics are shown beside them. Mean ± std over seeds.",
         "",
     ]
-    errors = frame[frame["status"] == "ERROR"]
+    errors = frame[frame["status"].isin(["ERROR", "DIVERGED"])]
     if len(errors):
         lines += (
-            ["Errored trials:", ""]
+            ["Diverged or errored trials:", ""]
             + [f"- {r.trial_id} ({r.ablation}, seed {r.seed}): {r.error}" for r in errors.itertuples()]
             + [""]
         )
@@ -204,7 +204,7 @@ def write_report(spec: StudySpec) -> Path:
             cells = [f"{getattr(r, f'{m}_mean'):.2f} ± {np.nan_to_num(getattr(r, f'{m}_std')):.2f}" for m in metrics]
             lines.append(f"| {r.ablation} | {r.value} | {r.val_acc_count} | " + " | ".join(cells) + " |")
         lines.append("")
-    tasks = results.read_tasks(spec.study_dir)
+    tasks = results.read_tasks(spec.store)
     if not spec.search and len(done) and not tasks.empty:
         table = plot_task_curves(done, tasks, out / "acc_over_tasks.png")
         last = table.loc[table.groupby("ablation")["after_task"].idxmax()]

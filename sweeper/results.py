@@ -1,51 +1,23 @@
-"""Parquet results of a study: `trials.parquet` (one row per trial) and `tasks.parquet` (long form).
+"""Parquet results of a study: `trials.parquet` (one row per trial), `tasks.parquet` (long form) and
+`boundaries.parquet` (one row per task boundary), in the study's storage (`sweeper.storage`).
 
-Every write is an upsert on the table's key, written to a temp file and renamed into place, so a
-crash never leaves a torn file and a replayed event never duplicates a row.
+Every write is an atomic upsert on the table's key, so a crash never leaves a torn file and a
+replayed event never duplicates a row.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+
+from sweeper.storage import StudyStore
 
 TRIAL_KEY = ["trial_id"]
 TASK_KEY = ["trial_id", "after_task", "eval_task", "split"]
 BOUNDARY_KEY = ["trial_id", "after_task"]
+TRIALS, TASKS, BOUNDARIES = "trials.parquet", "tasks.parquet", "boundaries.parquet"
 BOUNDARY_COLUMNS = ("model_params", "state_values", "trunk_in_use", "task_seconds", "train_loss", "penalty")
-
-
-def upsert(path: Path, rows: list[dict[str, Any]], key: list[str]) -> pd.DataFrame:
-    """Insert or replace `rows` (matched on `key`) in the Parquet file at `path`, atomically."""
-    new = pd.DataFrame(rows)
-    if path.exists():
-        old = pd.read_parquet(path)
-        merged = pd.concat([old, new], ignore_index=True)
-        merged = merged.drop_duplicates(subset=key, keep="last").reset_index(drop=True)
-    else:
-        merged = new
-    merged = merged.sort_values(key, kind="stable").reset_index(drop=True)
-    write_atomic(path, merged)
-    return merged
-
-
-def write_atomic(path: Path, frame: pd.DataFrame) -> None:
-    """Write a DataFrame as Parquet via temp file + rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    os.close(fd)
-    try:
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
@@ -82,16 +54,19 @@ def boundary_row(trial_id: str, after_task: int, result: dict[str, Any]) -> dict
     return row
 
 
-def read_trials(study_dir: Path) -> pd.DataFrame:
+def read_trials(store: StudyStore) -> pd.DataFrame:
     """trials.parquet of a study (empty frame if none yet)."""
-    path = study_dir / "trials.parquet"
-    return pd.read_parquet(path) if path.exists() else pd.DataFrame()
+    return store.read_table(TRIALS)
 
 
-def read_tasks(study_dir: Path) -> pd.DataFrame:
+def read_tasks(store: StudyStore) -> pd.DataFrame:
     """tasks.parquet of a study (empty frame if none yet)."""
-    path = study_dir / "tasks.parquet"
-    return pd.read_parquet(path) if path.exists() else pd.DataFrame()
+    return store.read_table(TASKS)
+
+
+def read_boundaries(store: StudyStore) -> pd.DataFrame:
+    """boundaries.parquet of a study (empty frame if none yet)."""
+    return store.read_table(BOUNDARIES)
 
 
 def acc_over_tasks(tasks: pd.DataFrame, split: str = "test") -> pd.DataFrame:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from anpyc_core.config import ConfigError, apply_overrides, read_yaml, validate_config
+from sweeper.storage import StudyStore, is_uri
 
 #: Metrics a trial reports (val_* for selection, test_* beside them).
 METRICS = [f"{split}_{m}" for split in ("val", "test") for m in ("acc", "bwt", "fwt", "fwt_init", "forgetting", "la")]
@@ -115,7 +116,8 @@ class StudySpec(_Strict):
     resources: Resources = Field(default_factory=Resources)
     joint_reference: bool = False
     snapshots: Literal["none", "ends", "all"] = "ends"  # task boundaries whose snapshot is kept
-    storage: str = "studies_out"
+    checkpoints: Literal["latest", "all"] = "latest"  # latest: a trial keeps its last two task checkpoints
+    storage: str = Field("studies_out", min_length=1)
     tracking_uri: str | None = None
 
     @model_validator(mode="after")
@@ -136,6 +138,11 @@ class StudySpec(_Strict):
             raise ValueError("optuna.sampler: cmaes handles a single objective; use tpe, gp or random")
         if len(self.objectives) > 1 and self.scheduler.kind != "none":
             raise ValueError("scheduler: asha needs a single objective")
+        if self.remote_storage and not (self.tracking_uri or "").startswith(("http://", "https://")):
+            raise ValueError(
+                f"tracking_uri: storage {self.storage} is shared by every node, so the tracking store must be "
+                "too: give an MLflow server (--tracking-uri http://HEAD:5000)"
+            )
         return self
 
     # ------------------------------------------------------------ derived
@@ -160,25 +167,37 @@ class StudySpec(_Strict):
 
     @property
     def remote_storage(self) -> bool:
-        """True when `storage` is a URI (s3://, gs://, ...) rather than a local folder."""
-        return "://" in self.storage
-
-    @property
-    def study_dir(self) -> Path:
-        """Local folder of the study on the driver: Parquet files, joint references, default MLflow store
-        (and, for local storage, the Tune experiment too)."""
-        if self.remote_storage:
-            return Path("~/.anpyc-sweep/studies").expanduser() / self.name
-        return Path(self.storage).expanduser().resolve() / self.name
+        """True when `storage` is an object-store URI (s3://, gs://, ...) rather than a folder."""
+        return is_uri(self.storage)
 
     @property
     def tune_storage(self) -> str:
-        """Where Tune keeps the experiment and trial checkpoints (shared by all nodes on a cluster)."""
-        return f"{self.storage.rstrip('/')}/{self.name}" if self.remote_storage else str(self.study_dir)
+        """The study's shared folder: Tune's experiment and checkpoints, Parquet, study.yaml (every node
+        reaches it: an object store, or a filesystem mounted at the same path on every node)."""
+        if self.remote_storage:
+            return f"{self.storage.rstrip('/')}/{self.name}"
+        return str(Path(self.storage).expanduser().resolve() / self.name)
+
+    @property
+    def store(self) -> StudyStore:
+        """The study's shared folder, for reading and writing its files."""
+        return StudyStore(self.tune_storage)
+
+    @property
+    def study_dir(self) -> Path:
+        """This machine's folder of the study: the shared folder itself for filesystem storage, else a
+        local folder under ~/.anpyc-sweep (reports and the launch lock)."""
+        if self.remote_storage:
+            return Path("~/.anpyc-sweep/studies").expanduser() / self.name
+        return Path(self.tune_storage)
 
     def resolved_tracking_uri(self) -> str:
         """The MLflow tracking URI: the given one, or a SQLite file in the study folder."""
         return self.tracking_uri or f"sqlite:///{self.study_dir / 'mlflow.db'}"
+
+
+#: Fields that say where and how fast a study runs, never what it computes: a resumed study may change them.
+RUNTIME_FIELDS = {"storage", "tracking_uri", "resources", "max_concurrent_trials", "checkpoints", "max_failures"}
 
 
 def _format(err: ValidationError) -> str:

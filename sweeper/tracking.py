@@ -22,7 +22,8 @@ from ray.tune import Callback
 
 from sweeper import results
 from sweeper.spec import StudySpec
-from sweeper.trainable import SNAPSHOT_PREFIX, trial_run_config
+from sweeper.trainable import trial_run_config
+from sweeper.version import code_version_tags
 
 TAG_STUDY, TAG_ROLE, TAG_TRIAL = "anpyc_study", "anpyc_role", "anpyc_trial"
 FINAL_KEYS = ("acc", "bwt", "fwt", "fwt_init", "forgetting", "la")
@@ -75,11 +76,20 @@ def study_experiment(client: MlflowClient, spec: StudySpec) -> str:
     exp = client.get_experiment_by_name(spec.name)
     if exp is not None:
         return exp.experiment_id
-    artifacts = (spec.study_dir / "mlartifacts").as_uri()
     try:
-        return client.create_experiment(spec.name, artifact_location=artifacts)
+        return client.create_experiment(spec.name, artifact_location=artifact_location(spec))
     except mlflow.exceptions.MlflowException:  # created concurrently by another driver
         return client.get_experiment_by_name(spec.name).experiment_id
+
+
+def artifact_location(spec: StudySpec) -> str | None:
+    """Where the study's MLflow artifacts go: the server's own store (`--serve-artifacts` or its
+    default root) for a tracking server, so every machine reads them through it; the study folder
+    for a local store."""
+    uri = spec.resolved_tracking_uri()
+    if uri.startswith(("http://", "https://", "databricks")):
+        return None
+    return (spec.study_dir / "mlartifacts").as_uri()
 
 
 def find_run(client: MlflowClient, exp_id: str, **tags: str):
@@ -96,7 +106,7 @@ class StudyRecorder(Callback):
         self.spec = spec
         self.spec_yaml = spec_yaml
         self.spec_dict = spec.model_dump(mode="json")
-        self.study_dir = spec.study_dir
+        self.store = spec.store
         self.client: MlflowClient | None = None
 
     def __getstate__(self) -> dict:
@@ -114,10 +124,11 @@ class StudyRecorder(Callback):
         parent = find_run(self.client, self.exp_id, **{TAG_STUDY: spec.name, TAG_ROLE: "parent"})
         if parent is None:
             run = self.client.create_run(
-                self.exp_id, run_name=spec.name, tags={TAG_STUDY: spec.name, TAG_ROLE: "parent"}
+                self.exp_id, run_name=spec.name, tags={TAG_STUDY: spec.name, TAG_ROLE: "parent", **code_version_tags()}
             )
             self.parent_id = run.info.run_id
             self.client.log_text(self.parent_id, self.spec_yaml, "study.yaml")
+            self.client.set_tag(self.parent_id, "storage", spec.tune_storage)
         else:
             self.parent_id = parent.info.run_id
             self.client.update_run(self.parent_id, status="RUNNING")
@@ -146,6 +157,7 @@ class StudyRecorder(Callback):
                 "mlflow.parentRunId": self.parent_id,
                 "ablation": trial.config["ablation"],
                 "seed": str(trial.config["seed"]),
+                **code_version_tags(),
             }
             run = self.client.create_run(self.exp_id, run_name=f"{trial.config['ablation']}-{tid}", tags=tags)
             run_id = run.info.run_id
@@ -165,6 +177,8 @@ class StudyRecorder(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
         """Per-task metrics as steps (once each) and the trial's rows in tasks.parquet."""
+        if "diverged" in result:  # no new task finished; on_trial_complete records the reason
+            return
         run_id, step = self.run_id(trial), int(result["task"])
         if step not in self.logged_steps[trial.trial_id]:
             now = int(time.time() * 1000)
@@ -181,21 +195,34 @@ class StudyRecorder(Callback):
             self.client.set_tag(run_id, "resumed_from_task", str(resumed))
             self.resumed[trial.trial_id] = resumed
         rows = results.task_rows(trial.trial_id, step, json.loads(result["acc_row"]), json.loads(result["val_acc_row"]))
-        results.upsert(self.study_dir / "tasks.parquet", rows, results.TASK_KEY)
+        self.store.upsert(results.TASKS, rows, results.TASK_KEY)
         boundary = results.boundary_row(trial.trial_id, step, result)
-        results.upsert(self.study_dir / "boundaries.parquet", [boundary], results.BOUNDARY_KEY)
+        self.store.upsert(results.BOUNDARIES, [boundary], results.BOUNDARY_KEY)
 
     def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info: Any) -> None:
-        """Copy the checkpoint's task-boundary snapshots (if any) into the run's `snapshots/`."""
-        with checkpoint.as_directory() as folder:
-            found = sorted(Path(folder).glob(f"{SNAPSHOT_PREFIX}*.pt"))
-            for path in found:  # same artifact path on a replay: overwritten, never duplicated
-                self.client.log_artifact(self.run_id(trial), str(path), "snapshots")
+        """Copy the checkpoint's task-boundary snapshots (if any) into the run's `snapshots/`.
+
+        Only the snapshot files are fetched (the trial names them in its result); the checkpoint
+        itself stays where the trial wrote it."""
+        names = json.loads((trial.last_result or {}).get("snapshot_files", "[]"))
+        if not names:
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            for name in names:  # same artifact path on a replay: overwritten, never duplicated
+                local = Path(folder) / name
+                with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{name}") as src:
+                    local.write_bytes(src.read())
+                self.client.log_artifact(self.run_id(trial), str(local), "snapshots")
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         """Final metrics, matrices and heatmap; run FINISHED; row in trials.parquet."""
         result = trial.last_result or {}
         run_id = self.run_id(trial)
+        if "diverged" in result:  # a result, not a fault: recorded once, never retried
+            self.client.set_tag(run_id, "error", str(result["diverged"])[:4000])
+            self.client.set_terminated(run_id, status="FAILED")
+            self._write_trial_row(trial, run_id, "DIVERGED", result, error=str(result["diverged"]))
+            return
         if "acc_matrix" in result:
             for name in ("acc_matrix", "val_acc_matrix"):
                 self.client.log_text(run_id, result[name], f"{name}.json")
@@ -245,7 +272,7 @@ class StudyRecorder(Callback):
                 value = result.get(f"{split}_{key}") if status == "FINISHED" else None
                 row[f"{split}_{key}"] = float(value) if value is not None else None
         row.update(results.flatten("cfg", cfg, {}))
-        results.upsert(self.study_dir / "trials.parquet", [row], results.TRIAL_KEY)
+        self.store.upsert(results.TRIALS, [row], results.TRIAL_KEY)
 
     def _log_heatmap(self, run_id: str, acc: list, val: list) -> None:
         import matplotlib

@@ -13,7 +13,7 @@ from ray import tune
 from anpyc_core.config import validate_config
 from anpyc_core.data import RawDataset, build_tasks
 from anpyc_core.metrics import summarize
-from anpyc_core.trainer import Trainer, resolve_device
+from anpyc_core.trainer import Trainer, TrainingDiverged, resolve_device
 
 CHECKPOINT_FILE = "state.pt"
 SNAPSHOT_PREFIX = "snapshot_task_"
@@ -74,29 +74,41 @@ def train_trial(
         with checkpoint.as_directory() as folder:
             trainer.load_checkpoint(Path(folder) / CHECKPOINT_FILE)
     resumed_from = trainer.next_task  # 0 for a fresh trial: tasks already done at (re)start
-    for record in trainer.run():
-        metrics: dict[str, Any] = {
-            "task": record.task,
-            "num_tasks": record.num_tasks,
-            "task_seconds": record.seconds,
-            "train_loss": record.loss,
-            "penalty": record.penalty,
-            "acc_row": json.dumps(record.acc_row),
-            "val_acc_row": json.dumps(record.val_acc_row),
-            "resumed_from_task": resumed_from,
-            **record.counts,
-            **task_metrics(trainer.acc_matrix, trainer.val_acc_matrix, record.task),
-        }
-        if record.task == record.num_tasks:
-            result = trainer.result()
-            for prefix, block in (("test", result.metrics), ("val", result.val_metrics)):
-                metrics.update({f"{prefix}_{k}": v for k, v in block.items() if v is not None})
-            metrics["acc_matrix"] = json.dumps(result.acc_matrix)
-            metrics["val_acc_matrix"] = json.dumps(result.val_acc_matrix)
-            metrics["seconds"] = result.seconds
-            metrics["run_config"] = json.dumps(result.config)
-        with tempfile.TemporaryDirectory() as folder:
-            trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
-            if wants_snapshot(spec.get("snapshots", "ends"), record.task, record.num_tasks):
-                torch.save(trainer.snapshot(), Path(folder) / snapshot_name(record.task))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+    try:
+        for record in trainer.run():
+            report_task(trainer, record, spec, resumed_from)
+    except TrainingDiverged as err:  # a result, not a fault: reported once, never retried
+        diverged = {obj["metric"]: float("nan") for obj in spec["objectives"]}
+        tune.report({**diverged, "task": trainer.next_task, "diverged": f"TrainingDiverged: {err}"})
+
+
+def report_task(trainer: Trainer, record, spec: dict, resumed_from: int) -> None:
+    """`tune.report` one finished task: metrics so far, and a checkpoint of the whole state."""
+    metrics: dict[str, Any] = {
+        "task": record.task,
+        "num_tasks": record.num_tasks,
+        "task_seconds": record.seconds,
+        "train_loss": record.loss,
+        "penalty": record.penalty,
+        "acc_row": json.dumps(record.acc_row),
+        "val_acc_row": json.dumps(record.val_acc_row),
+        "resumed_from_task": resumed_from,
+        **record.counts,
+        **task_metrics(trainer.acc_matrix, trainer.val_acc_matrix, record.task),
+    }
+    if record.task == record.num_tasks:
+        result = trainer.result()
+        for prefix, block in (("test", result.metrics), ("val", result.val_metrics)):
+            metrics.update({f"{prefix}_{k}": v for k, v in block.items() if v is not None})
+        metrics["acc_matrix"] = json.dumps(result.acc_matrix)
+        metrics["val_acc_matrix"] = json.dumps(result.val_acc_matrix)
+        metrics["seconds"] = result.seconds
+        metrics["run_config"] = json.dumps(result.config)
+    snapshots = []
+    with tempfile.TemporaryDirectory() as folder:
+        trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
+        if wants_snapshot(spec.get("snapshots", "ends"), record.task, record.num_tasks):
+            snapshots.append(snapshot_name(record.task))
+            torch.save(trainer.snapshot(), Path(folder) / snapshots[-1])
+        metrics["snapshot_files"] = json.dumps(snapshots)  # the driver copies these to MLflow, nothing else
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))

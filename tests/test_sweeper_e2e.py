@@ -59,6 +59,7 @@ def test_grid_study_has_one_finished_nested_run_per_trial(grid_study):
     assert run.data.params["strategy.lam"] in ("0.5", "8.0") and "final_val_acc" in run.data.metrics
     history = client.get_metric_history(run.info.run_id, "val_acc")
     assert sorted(m.step for m in history) == [1, 2]
+    assert run.data.tags["anpyc_source_sha"] and run.data.tags["anpyc_commit"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"acc_matrix.json", "val_acc_matrix.json", "acc_matrix.png", "run_config.json"} <= artifacts
     assert "study.yaml" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
@@ -177,7 +178,7 @@ def test_report_plots_each_searched_parameter_per_ablation(grid_study):
         assert (path.parent / png).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_diverging_trial_is_errored_with_reason_and_ignored_by_best(ray_session, tmp_path):
+def test_diverging_trial_is_a_result_recorded_once_and_ignored_by_best(ray_session, tmp_path):
     spec = parse_study(
         {
             # a penalty step 2·lr·λ·Ω far above 1 overshoots θ* further every step: NaN in task 2
@@ -187,13 +188,16 @@ def test_diverging_trial_is_errored_with_reason_and_ignored_by_best(ray_session,
             "ablations": {"full": {}},
             "seeds": [0],
             "storage": str(tmp_path),
-            "max_failures": 0,
+            "max_failures": 2,  # a diverging trial is a result: never retried, whatever this allows
         }
     )
-    launch(spec, spec_text(spec))
+    grid = launch(spec, spec_text(spec))
+    assert grid.num_errors == 0  # nothing raised, so nothing was retried
+    diverged = [r for r in grid if r.metrics.get("diverged")]
+    assert len(diverged) == 1 and diverged[0].metrics["task"] == 1  # task 1 done, task 2 diverged
     trials = pd.read_parquet(spec.study_dir / "trials.parquet").set_index("cfg.strategy.lam")
     assert (
-        trials.loc[1.0e12, "status"] == "ERROR"
+        trials.loc[1.0e12, "status"] == "DIVERGED"
         and "task 2 epoch 1: training loss became nan" in trials.loc[1.0e12, "error"]
     )
     assert trials.loc[1.0, "status"] == "FINISHED"

@@ -1,0 +1,164 @@
+"""A study's shared folder: a local or NFS path, or an object-store URI (s3://, gs://).
+
+It holds `study.yaml`, the Parquet tables and the joint references, beside Tune's experiment
+(`tune/`), so that any machine given the storage URI can resume, query or report the study.
+Writes are atomic: a temp file renamed into place on a filesystem, a single PUT on an object store.
+S3-compatible servers are reached through the standard `AWS_ENDPOINT_URL` variable.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+
+class StorageError(RuntimeError):
+    """The study's storage cannot be read or written (one line naming the file and the fix)."""
+
+
+def is_uri(location: str) -> bool:
+    """True for `scheme://...` locations (object stores), False for filesystem paths."""
+    return "://" in location and not location.startswith("file://")
+
+
+class StudyStore:
+    """Read and write files of one study folder, whatever filesystem it lives on."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location.rstrip("/")
+        try:
+            if is_uri(location):
+                self.fs, self.root = pafs.FileSystem.from_uri(self.location)
+            else:
+                self.fs, self.root = pafs.LocalFileSystem(), os.path.abspath(location.removeprefix("file://"))
+        except (pa.ArrowInvalid, OSError) as err:
+            raise StorageError(f"storage {location}: {one_line(err)}") from None
+        self.remote = is_uri(location)
+
+    def __str__(self) -> str:
+        return self.location
+
+    def path(self, name: str) -> str:
+        """The filesystem path of `name` inside the study folder."""
+        return f"{self.root}/{name}"
+
+    def uri(self, name: str) -> str:
+        """`name` as the user would write it (for messages)."""
+        return f"{self.location}/{name}"
+
+    # ------------------------------------------------------------------ files
+    def exists(self, name: str) -> bool:
+        """Whether the file `name` exists."""
+        return self._info(name).type == pafs.FileType.File
+
+    def read_bytes(self, name: str) -> bytes:
+        """The content of `name` (StorageError if missing or unreadable)."""
+        try:
+            with self.fs.open_input_stream(self.path(name)) as fh:
+                return fh.read()
+        except (OSError, pa.ArrowException) as err:
+            raise StorageError(f"{self.uri(name)}: cannot read ({one_line(err)})") from None
+
+    def read_text(self, name: str) -> str:
+        """The text content of `name`."""
+        return self.read_bytes(name).decode()
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        """Write `name` atomically: readers see the old or the new content, never a torn file."""
+        target = self.path(name)
+        try:
+            if self.remote:  # one PUT: object stores never expose a partial object
+                with self.fs.open_output_stream(target) as fh:
+                    fh.write(data)
+                return
+            folder, _, base = target.rpartition("/")
+            self.fs.create_dir(folder, recursive=True)
+            tmp = f"{folder}/.{base}-{uuid.uuid4().hex[:8]}"
+            try:
+                with self.fs.open_output_stream(tmp) as fh:
+                    fh.write(data)
+                self.fs.move(tmp, target)
+            finally:
+                if self._info_path(tmp).type != pafs.FileType.NotFound:
+                    self.fs.delete_file(tmp)
+        except (OSError, pa.ArrowException) as err:
+            raise StorageError(f"{self.uri(name)}: cannot write ({one_line(err)})") from None
+
+    def write_text(self, name: str, text: str) -> None:
+        """Write text to `name` atomically."""
+        self.write_bytes(name, text.encode())
+
+    def check_writable(self) -> None:
+        """A real write and delete of a probe file: fails early, with one line, on missing rights.
+
+        On a filesystem the probe goes into the nearest existing folder, so nothing is created yet."""
+        if not self.remote:
+            existing = next((p for p in [Path(self.root), *Path(self.root).parents] if p.exists()), None)
+            try:
+                if existing is None or not existing.is_dir():
+                    raise OSError(f"{existing} is not a folder")
+                tempfile.TemporaryDirectory(dir=existing).cleanup()  # a real write, then removed
+            except OSError as err:
+                raise StorageError(f"cannot write in {existing} ({err.strerror or err})") from None
+            return
+        probe = f".probe-{uuid.uuid4().hex[:8]}"
+        self.write_bytes(probe, b"ok")
+        try:
+            self.fs.delete_file(self.path(probe))
+        except (OSError, pa.ArrowException) as err:
+            raise StorageError(f"{self.uri(probe)}: cannot delete ({one_line(err)})") from None
+
+    # ----------------------------------------------------------------- tables
+    def read_table(self, name: str) -> pd.DataFrame:
+        """A Parquet table (an empty frame if it does not exist yet; StorageError if corrupt)."""
+        if not self.exists(name):
+            return pd.DataFrame()
+        data = self.read_bytes(name)
+        try:
+            return pq.read_table(io.BytesIO(data)).to_pandas()
+        except (pa.ArrowException, OSError, ValueError) as err:
+            raise StorageError(
+                f"{self.uri(name)} is not a readable Parquet file ({one_line(err)}); "
+                "restore it from a backup, or move it aside and run `launch --resume` to rebuild it"
+            ) from None
+
+    def write_table(self, name: str, frame: pd.DataFrame) -> None:
+        """Write a Parquet table atomically."""
+        sink = io.BytesIO()
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink)
+        self.write_bytes(name, sink.getvalue())
+
+    def upsert(self, name: str, rows: list[dict[str, Any]], key: list[str]) -> pd.DataFrame:
+        """Insert or replace `rows` (matched on `key`) in table `name`; a replay never duplicates a row."""
+        new = pd.DataFrame(rows)
+        old = self.read_table(name)
+        merged = new if old.empty else pd.concat([old, new], ignore_index=True)
+        merged = merged.drop_duplicates(subset=key, keep="last").sort_values(key, kind="stable")
+        merged = merged.reset_index(drop=True)
+        self.write_table(name, merged)
+        return merged
+
+    # ---------------------------------------------------------------- helpers
+    def _info(self, name: str) -> pafs.FileInfo:
+        return self._info_path(self.path(name))
+
+    def _info_path(self, path: str) -> pafs.FileInfo:
+        try:
+            return self.fs.get_file_info(path)
+        except (OSError, pa.ArrowException) as err:
+            raise StorageError(f"storage {self.location}: cannot reach ({one_line(err)})") from None
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of an exception message (Arrow's can span several)."""
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
