@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean cluster-e2e
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,9 @@ lint: setup
 
 test: setup lint
 	$(BIN)/pytest -q tests
+
+cluster-e2e: setup  # ray up -> job submit -> queries from outside -> ray down, on loopback (root, sshd)
+	$(BIN)/pytest -q -s tests/cluster
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

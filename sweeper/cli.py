@@ -360,6 +360,78 @@ def analyze(
     typer.echo(f"wrote {_write_study_output(study, storage, tracking_uri, write_analysis)}")
 
 
+server_app = typer.Typer(no_args_is_help=True, help="The cluster's MLflow server (started on the head).")
+app.add_typer(server_app, name="tracking-server")
+
+
+@server_app.command("start")
+def server_start(
+    state_dir: Path = typer.Option(Path("~/anpyc-state"), "--state-dir", help="Pid file and log."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(5000, "--port"),
+    backend_store_uri: str = typer.Option(..., "--backend-store-uri", help="e.g. sqlite:////data/mlflow.db"),
+    artifacts_destination: str = typer.Option(..., "--artifacts-destination", help="s3://... or a shared path"),
+    stop_with_ray: str = typer.Option(None, "--stop-with-ray", help="HOST:PORT of Ray's GCS: stop when Ray stops."),
+    wait: float = typer.Option(90.0, "--wait", help="Seconds to wait for /health."),
+) -> None:
+    """Start MLflow (--serve-artifacts) once, wait until healthy; a no-op if it already runs."""
+    from sweeper.tracking_server import ServerError, start
+
+    args = ["--backend-store-uri", backend_store_uri, "--serve-artifacts"]
+    args += ["--artifacts-destination", artifacts_destination]
+    try:
+        pid = start(state_dir.expanduser(), host, port, args, stop_with_ray, wait)
+    except ServerError as err:
+        fail(str(err), 1)
+    typer.echo(f"MLflow server healthy at http://{host}:{port} (supervisor pid {pid})")
+
+
+@server_app.command("stop")
+def server_stop(state_dir: Path = typer.Option(Path("~/anpyc-state"), "--state-dir")) -> None:
+    """Stop the tracking server started with `start`."""
+    from sweeper.tracking_server import stop
+
+    typer.echo("stopped" if stop(state_dir.expanduser()) else "not running")
+
+
+@app.command("stop-with-ray")
+def stop_with_ray(
+    address: str = typer.Argument(..., help="HOST:PORT of the head's GCS."),
+    grace: float = typer.Option(30.0, "--grace", help="Seconds of silence from the head before stopping."),
+    log: Path = typer.Option(Path("~/anpyc-state/stop-with-ray.log"), "--log"),
+) -> None:
+    """Detach a watcher that runs `ray stop` on this node once the head is gone (`ray down` of an on-prem
+    cluster stops the head only)."""
+    from sweeper.tracking_server import start_watch
+
+    typer.echo(f"watching {address} (pid {start_watch(address, grace, log.expanduser())})")
+
+
+@app.command("gpu-check")
+def gpu_check(
+    require: bool = typer.Option(False, "--require", help="Fail when this node has no GPU at all."),
+) -> None:
+    """Fail loudly when this node has an NVIDIA GPU that torch cannot use (e.g. a driver too old)."""
+    import shutil
+    import subprocess
+
+    import torch
+
+    listed = []
+    if shutil.which("nvidia-smi"):
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60)
+        listed = [ln for ln in out.stdout.splitlines() if ln.startswith("GPU ")]
+    build = f"torch {torch.__version__} (CUDA {torch.version.cuda})"
+    if torch.cuda.is_available():
+        typer.echo(f"ok: {torch.cuda.device_count()} GPU(s) usable by {build}: {torch.cuda.get_device_name(0)}")
+    elif listed:
+        fail(f"{len(listed)} GPU(s) present but {build} cannot use them: update the NVIDIA driver", 1)
+    elif require:
+        fail(f"no GPU on this node ({build})", 1)
+    else:
+        typer.echo(f"no GPU on this node; trials here run on the CPU ({build})")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -135,6 +135,7 @@ class StudyRecorder(Callback):
         self.runs: dict[str, str] = {}
         self.logged_steps: dict[str, set[int]] = {}
         self.resumed: dict[str, int] = {}
+        self.nodes: dict[str, str] = {}
 
     # ------------------------------------------------------------ runs
     def run_id(self, trial) -> str:
@@ -190,6 +191,10 @@ class StudyRecorder(Callback):
             metrics += [Metric(k, float(result[k]), now, step) for k in results.BOUNDARY_COLUMNS if k in result]
             self.client.log_batch(run_id, metrics=metrics)
             self.logged_steps[trial.trial_id].add(step)
+        node = result.get("node_ip")
+        if node and self.nodes.get(trial.trial_id) != node:  # where the trial runs (changes on a resume)
+            self.client.set_tag(run_id, "node_ip", str(node))
+            self.nodes[trial.trial_id] = node
         resumed = int(result.get("resumed_from_task", 0))
         if resumed > self.resumed.get(trial.trial_id, 0):
             self.client.set_tag(run_id, "resumed_from_task", str(resumed))

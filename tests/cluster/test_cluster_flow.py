@@ -1,0 +1,156 @@
+"""The user's cluster flow, for real, on a two-node loopback cluster (see loopback.py).
+
+`ray up -y` of the project's cluster-local.yaml → `ray job submit` of a small study whose trials
+run and checkpoint on the worker (the head has no CPUs) → `status`, `best`, `report` and `rerun`
+from outside the cluster with nothing but the storage URI and the tracking URI → `ray down -y`,
+after which nothing of the cluster runs (Ray and the MLflow server are gone).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+
+from tests.cluster.loopback import LoopbackCluster, http_ok, missing_requirements, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(missing_requirements()), reason=str(missing_requirements()))]
+
+STUDY = {
+    "name": "cluster_flow",
+    "base": {
+        "device": "auto",
+        "data": {"benchmark": "digits", "scenario": "split", "num_tasks": 2},
+        "model": {"hidden": [16]},
+        "strategy": {"method": "anpyc", "beta": 20, "importance_batch": 1},
+        "optim": {"lr": 0.05, "batch_size": 32, "epochs": 2},
+    },
+    "search": {"strategy.lam": {"grid": [0.5, 8.0]}},
+    "seeds": [0],
+    "max_concurrent_trials": 2,
+    "resources": {"cpu": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A loopback cluster up with `ray up`; everything it started is stopped afterwards."""
+    c = LoopbackCluster()
+    try:
+        c.up()
+
+        # the autoscaler adds the worker after the head is up: wait until both nodes are active
+        def both_active() -> bool:
+            out = c.run(["ray", "status", "--address", f"{c.head_ip}:{c.gcs_port}"], timeout=60, check=False)
+            active = out.stdout.split("Active:")[-1].split("Pending:")[0]
+            return sum(int(n) for n in re.findall(r"^\s*(\d+) ", active, re.M)) == 1 + len(c.worker_ips)
+
+        wait_for(both_active, 240, "the worker node to join", interval=3)
+        yield c
+    finally:
+        try:
+            c.down()
+        finally:
+            c.stop_everything()
+
+
+def cli(c: LoopbackCluster, *args: str, home: Path) -> str:
+    """Run `anpyc-sweep ARGS` from the laptop with a fresh HOME (nothing local from the cluster)."""
+    out = c.run(["anpyc-sweep", *args], timeout=300, env={"HOME": str(home)})
+    return out.stdout
+
+
+def test_ray_up_job_submit_query_from_outside_ray_down(cluster, tmp_path):
+    c = cluster
+    work = tmp_path / "job"
+    work.mkdir()
+    (work / "study.yaml").write_text(yaml.safe_dump(STUDY))
+    where = ["--storage", c.storage, "--tracking-uri", c.tracking_uri]
+    submitted = c.run(
+        [
+            "ray",
+            "job",
+            "submit",
+            "--address",
+            c.dashboard,
+            "--working-dir",
+            str(work),
+            "--",
+            "anpyc-sweep",
+            "launch",
+            "study.yaml",
+            "--address",
+            "auto",
+            *where,
+        ],
+        timeout=600,
+    )
+    assert "study cluster_flow done" in submitted.stdout, submitted.stdout[-3000:]
+
+    # trials ran and checkpointed on the worker; everything landed in the bucket, nothing on local disk
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=c.aws_env()["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="loopback",
+        aws_secret_access_key="loopback",
+    )
+    keys = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=c.bucket)
+        for o in page.get("Contents", [])
+    ]
+    study = "studies/cluster_flow/"
+    for name in ("study.yaml", "trials.parquet", "tasks.parquet", "boundaries.parquet"):
+        assert study + name in keys, name
+    checkpoints = {
+        k.split("/checkpoint_")[0] + "/checkpoint_" + k.split("/checkpoint_")[1].split("/")[0]
+        for k in keys
+        if k.startswith(study + "tune/") and "/checkpoint_" in k
+    }
+    assert len(checkpoints) == 4, checkpoints  # 2 trials x 2 tasks (latest two kept)
+    assert any(k.startswith("mlflow-artifacts/") and k.endswith("run_config.json") for k in keys)
+    assert any(k.endswith("snapshots/snapshot_task_001.pt") for k in keys)
+
+    home = Path(tempfile.mkdtemp(dir=tmp_path))
+    status = json.loads(cli(c, "status", str(work / "study.yaml"), *where, home=home))
+    assert status["parquet"] == {"FINISHED": 2} and status["mlflow"] == {"FINISHED": 2}, status
+    best = json.loads(cli(c, "best", str(work / "study.yaml"), "--json", *where, home=home))
+    assert len(best) == 2
+
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(c.tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("cluster_flow").experiment_id])
+    trials = [r for r in runs if r.data.tags.get("anpyc_role") == "trial"]
+    assert {r.data.tags["node_ip"] for r in trials} == set(c.worker_ips)  # the head has no CPUs for trials
+    assert all(r.info.artifact_uri.startswith("mlflow-artifacts:") for r in runs)
+
+    report = cli(c, "report", str(work / "study.yaml"), *where, home=home)
+    assert "wrote" in report and (home / ".anpyc-sweep" / "studies" / "cluster_flow" / "report" / "report.md").exists()
+    rerun = cli(c, "rerun", best[0]["run_id"], "--tracking-uri", c.tracking_uri, home=home)
+    assert rerun.strip().endswith("identical"), rerun
+
+    down = c.down()
+    assert down.returncode == 0, down.stderr[-2000:]
+    wait_for(lambda: not http_ok(f"{c.tracking_uri}/health"), 60, "the MLflow server to stop after ray down")
+
+    def only_sshd_left() -> bool:
+        left = [cmd for node in c.nodes for _, cmd in node.processes()]
+        return all(cmd.startswith(("sshd", "sh -c", "/usr/sbin/sshd")) for cmd in left)
+
+    try:
+        wait_for(only_sshd_left, 60, "every Ray and MLflow process to stop")
+    except TimeoutError:
+        left = {node.name: node.processes() for node in c.nodes}
+        raise AssertionError(f"left running after ray down: {left}") from None
+    print(
+        f"\nFIGURES cluster-flow: nodes={len(c.nodes)} trials=2 on {sorted(c.worker_ips)} "
+        f"checkpoints_in_s3={len(checkpoints)} s3_objects={len(keys)} at {time.strftime('%H:%M:%S')}"
+    )
