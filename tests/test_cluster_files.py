@@ -15,8 +15,11 @@ def test_cluster_file_is_valid_for_ray_up(name, provider):
     validate_config(prepare_config(config))
     assert config["provider"]["type"] == provider
     setup = " ".join(config["setup_commands"])
-    assert "constraints.txt" in setup and "anpyc-sweep" in setup
-    assert any("mlflow server" in c for c in config["head_start_ray_commands"])
+    assert "constraints.txt" in setup and "cluster]" in setup  # the `cluster` extra: ray[default], boto3
+    head = " ".join(config["head_start_ray_commands"])
+    assert "anpyc-sweep tracking-server start" in head and "--stop-with-ray" in head  # no pgrep guard
+    assert "--num-cpus=0" in head and "RAY_enable_autoscaler_v2=0" in head  # no trials on the head; v1
+    assert "gpu-check" in " ".join(config["worker_setup_commands"])
 
 
 def test_aws_cluster_has_cpu_head_and_autoscaling_gpu_workers():
@@ -26,4 +29,7 @@ def test_aws_cluster_has_cpu_head_and_autoscaling_gpu_workers():
     assert head["node_config"]["InstanceType"].startswith("m")
     assert workers and workers[0]["node_config"]["InstanceType"].startswith("g") and workers[0]["min_workers"] == 0
     assert all("IamInstanceProfile" in w["node_config"] for w in workers)
+    assert all(w["resources"].get("GPU", 0) >= 1 for w in workers)  # declared: launch can check fit early
+    assert head["resources"] == {"CPU": 0} and all("ImageId" in n["node_config"] for n in (head, *workers))
+    assert any("anpyc-state:" in opt for opt in config["docker"]["run_options"])  # head state on the host disk
     assert "gpu" in config["docker"]["image"] and "2.60.0" in config["docker"]["image"]
