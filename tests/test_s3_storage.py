@@ -131,9 +131,13 @@ def table(s3, name: str) -> pd.DataFrame | None:
 
 
 def checkpoint_known(s3) -> bool:
-    """Whether Tune's experiment state in the bucket already records a trial checkpoint."""
+    """Whether Tune's experiment state in the bucket has a trial checkpoint that a restore would use.
+
+    A trial's `last_result` may name its checkpoint a snapshot before its checkpoint manager registers
+    it (and a restore goes by the manager): look for the name inside the manager, which Tune stores as
+    a hex-encoded pickle."""
     for key in keys(s3, PREFIX + "tune/experiment_state-"):
-        if "checkpoint_0" in s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode():
+        if b"checkpoint_0".hex() in s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode():
             return True
     return False
 
