@@ -8,6 +8,7 @@ machine" (another empty HOME) given only --storage and --tracking-uri.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -19,6 +20,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -109,9 +111,15 @@ def stop_group(proc: subprocess.Popen, grace: float = 15) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
-    for pid in family:  # anything that left the group
-        if pid != proc.pid and alive(pid):
-            os.kill(pid, signal.SIGKILL)
+    kill_leftovers(pid for pid in family if pid != proc.pid)
+
+
+def kill_leftovers(pids) -> None:
+    """SIGKILL those of `pids` still alive (a process that left its group, e.g. with setsid)."""
+    for pid in pids:
+        if alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def keys(s3, prefix: str = "") -> list[str]:
@@ -145,7 +153,8 @@ def checkpoint_known(s3) -> bool:
 # ----------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    """moto_server on a free loopback port, a bucket, and the AWS_* variables in this process's env."""
+    """moto_server on a free loopback port, a bucket, and the AWS_* variables in this process's env
+    (inherited by every server and CLI run started below, and so by the Ray workers they start)."""
     import boto3
 
     folder = tmp_path_factory.mktemp("moto")
@@ -158,6 +167,10 @@ def s3(tmp_path_factory):
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_EC2_METADATA_DISABLED": "true",
+        # loopback only: no usage reports from Ray or MLflow
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -184,7 +197,7 @@ def s3(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def mlflow_uri(s3, tmp_path_factory):
+def mlflow_server(s3, tmp_path_factory):
     """A real MLflow tracking server: runs in SQLite, artifacts proxied to s3://BUCKET/mlflow-artifacts."""
     folder = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
@@ -212,10 +225,9 @@ def mlflow_uri(s3, tmp_path_factory):
     try:
         health = f"{uri}/health"
         wait_for(lambda: urllib.request.urlopen(health, timeout=2).read() == b"OK", 60, "mlflow server", proc, log)
-        yield uri
+        yield SimpleNamespace(uri=uri, folder=folder)
     finally:
         stop_group(proc)
-    assert not (folder / "mlartifacts").exists() and not (folder / "mlruns").exists()
 
 
 class Cli:
@@ -244,12 +256,19 @@ class Cli:
 
 
 @pytest.fixture(scope="module")
-def study(s3, mlflow_uri, tmp_path_factory):
+def study_file(tmp_path_factory) -> Path:
+    """The study YAML, in a folder that also holds every HOME of this module's CLI runs."""
+    path = tmp_path_factory.mktemp("s3-study") / "study.yaml"
+    path.write_text(yaml.safe_dump(STUDY, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def study(s3, mlflow_server, study_file):
     """Launch on head A, kill it mid-trial, resume on head B (both with empty HOMEs)."""
-    base = tmp_path_factory.mktemp("s3-study")
-    study_file = base / "study.yaml"
-    study_file.write_text(yaml.safe_dump(STUDY, sort_keys=False))
+    base = study_file.parent
     storage = f"s3://{BUCKET}/studies"
+    mlflow_uri = mlflow_server.uri
     head_a = Cli(base / "head-a", storage, mlflow_uri)
     with open(base / "launch-a.log", "w") as out:
         driver = subprocess.Popen(
@@ -274,9 +293,7 @@ def study(s3, mlflow_uri, tmp_path_factory):
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
             driver.wait(timeout=30)
-        for pid in family:  # a Ray process that left the driver's group
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        kill_leftovers(family)  # a Ray process that left the driver's group
     log_a = (base / "launch-a.log").read_text()
     assert family and driver.returncode == -signal.SIGKILL, (
         f"the first launch ended (rc {driver.returncode}) before it was killed:\n{log_a[-3000:]}"
@@ -293,6 +310,7 @@ def study(s3, mlflow_uri, tmp_path_factory):
         "file": study_file,
         "storage": storage,
         "uri": mlflow_uri,
+        "server_folder": mlflow_server.folder,
         "resumed": resumed,
         "finished_at_kill": finished_at_kill,
     }
@@ -365,17 +383,16 @@ def test_bucket_holds_the_study_tune_experiment_and_mlflow_artifacts(study, s3):
 
     tune = [k.removeprefix(PREFIX + "tune/") for k in found if k.startswith(PREFIX + "tune/")]
     assert any(k.startswith("experiment_state-") for k in tune) and "tuner.pkl" in tune
-    checkpoints: dict[str, set[str]] = {}
+    # trial dir -> checkpoint folder -> files: each trial made NUM_TASKS checkpoints and kept the last two
+    checkpoints: dict[str, dict[str, set[str]]] = {}
     for key in tune:
-        match = re.match(r"([^/]+)/(checkpoint_\d+)/state\.pt$", key)
+        match = re.match(r"([^/]+)/(checkpoint_\d+)/(.+)$", key)
         if match:
-            checkpoints.setdefault(match[1], set()).add(match[2])
+            checkpoints.setdefault(match[1], {}).setdefault(match[2], set()).add(match[3])
     assert len(checkpoints) == 2, tune
     for trial_dir, kept in checkpoints.items():
-        assert 1 <= len(kept) <= 2, (trial_dir, kept)  # checkpoints: latest keeps the last two
-    for trial_dir in checkpoints:  # no half-deleted checkpoint folder is left either
-        folders = {m[1] for k in tune if (m := re.match(rf"{re.escape(trial_dir)}/(checkpoint_\d+)/", k))}
-        assert len(folders) <= 2, (trial_dir, folders)
+        assert 1 <= len(kept) <= 2, (trial_dir, sorted(kept))
+        assert all("state.pt" in files for files in kept.values()), (trial_dir, kept)  # none half-deleted
 
     art = keys(s3, "mlflow-artifacts/")
     client, runs = mlflow_runs(study["uri"])
@@ -388,21 +405,9 @@ def test_bucket_holds_the_study_tune_experiment_and_mlflow_artifacts(study, s3):
         assert "snapshots/snapshot_task_001.pt" in listed
 
 
-def test_nothing_tracked_on_local_disk(study):
+def test_another_machine_reads_status_best_report_and_reruns(study):
     assert study["resumed"].returncode == 0
-    base: Path = study["base"]
-    local = [p for p in base.rglob("*") if p.name in ("mlartifacts", "mlruns", "mlflow.db")]
-    assert not local, local
-    for head in ("head-a", "head-b"):
-        folder = base / head / ".anpyc-sweep" / "studies" / NAME
-        assert not folder.exists() or not [p for p in folder.rglob("*") if p.name in ("mlflow.db", "mlartifacts")]
-    real = Path.home() / ".anpyc-sweep" / "studies" / NAME
-    assert not (real / "mlflow.db").exists() and not (real / "mlartifacts").exists()
-
-
-def test_another_machine_reads_status_best_report_and_reruns(study, tmp_path):
-    assert study["resumed"].returncode == 0
-    other = Cli(tmp_path / "other-home", study["storage"], study["uri"])
+    other = Cli(study["base"] / "other-machine", study["storage"], study["uri"])
     file = str(study["file"])
 
     status = other.run("status", file)
@@ -431,10 +436,10 @@ def test_another_machine_reads_status_best_report_and_reruns(study, tmp_path):
     assert rerun.stdout.strip().splitlines()[-1] == "identical", rerun.stdout
 
 
-def test_resume_of_the_finished_study_on_a_fresh_head_duplicates_nothing(study, s3, tmp_path):
+def test_resume_of_the_finished_study_on_a_fresh_head_duplicates_nothing(study, s3):
     assert study["resumed"].returncode == 0
     client, before = mlflow_runs(study["uri"])
-    head = Cli(tmp_path / "head-c", study["storage"], study["uri"])
+    head = Cli(study["base"] / "head-c", study["storage"], study["uri"])
     again = head.run("launch", str(study["file"]), "--resume", "--address", "local", timeout=240)
     assert again.returncode == 0, again.stderr[-3000:]
     trials = table(s3, "trials.parquet")
@@ -448,13 +453,28 @@ def test_resume_of_the_finished_study_on_a_fresh_head_duplicates_nothing(study, 
         assert sorted(steps) == list(range(1, NUM_TASKS + 1)), steps
 
 
-def test_missing_bucket_is_a_one_line_error(study, tmp_path):
-    cli = Cli(tmp_path / "home", "s3://no-such-bucket-xyz/studies", study["uri"])
-    result = cli.run("launch", str(study["file"]), "--address", "local")
+def test_nothing_tracked_on_local_disk(study):
+    """Every run of this module had its HOME and working folder under `base`: no local MLflow store
+    or artifact folder anywhere (the MLflow server keeps only its SQLite database, in its own folder)."""
+    assert study["resumed"].returncode == 0
+    base: Path = study["base"]
+    homes = sorted(p.name for p in base.iterdir() if p.is_dir())  # and other-machine, head-c if they ran
+    assert {"head-a", "head-b"} <= set(homes), homes
+    local = [p for p in base.rglob("*") if p.name in ("mlartifacts", "mlruns", "mlflow.db")]
+    assert not local, local
+    server = [p.name for p in study["server_folder"].iterdir()]
+    assert "mlartifacts" not in server and "mlruns" not in server, server
+    real = Path.home() / ".anpyc-sweep" / "studies" / NAME
+    assert not (real / "mlflow.db").exists() and not (real / "mlartifacts").exists()
+
+
+def test_missing_bucket_is_a_one_line_error(s3, mlflow_server, study_file, tmp_path):
+    cli = Cli(tmp_path / "home", "s3://no-such-bucket-xyz/studies", mlflow_server.uri)
+    result = cli.run("launch", str(study_file), "--address", "local")
     one_line_error(result, 1, "s3://no-such-bucket-xyz/studies")
 
 
-def test_s3_storage_without_a_tracking_server_is_a_usage_error(study, tmp_path):
-    cli = Cli(tmp_path / "home", study["storage"], None)
-    result = cli.run("launch", str(study["file"]), "--address", "local")
+def test_s3_storage_without_a_tracking_server_is_a_usage_error(study_file, tmp_path):
+    cli = Cli(tmp_path / "home", f"s3://{BUCKET}/studies", None)
+    result = cli.run("launch", str(study_file), "--address", "local")
     one_line_error(result, 2, "tracking_uri")
