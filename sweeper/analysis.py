@@ -96,6 +96,8 @@ def drift(first: dict, last: dict) -> list[dict]:
 # ---------------------------------------------------------------- loading
 def finished_trials(spec: StudySpec) -> pd.DataFrame:
     """FINISHED rows of trials.parquet, or a RuntimeError saying why there are none."""
+    if not spec.store.exists("study.yaml"):
+        raise RuntimeError(f"study {spec.name}: not found in {spec.tune_storage} (check --storage)")
     frame = results.read_trials(spec.store)
     if frame.empty:
         raise RuntimeError(f"study {spec.name}: no trials.parquet in {spec.tune_storage} yet")

@@ -250,11 +250,13 @@ def status(
     tracking_uri: str = typer.Option(None, "--tracking-uri"),
 ) -> None:
     """Trial counts of a study by status (Parquet and MLflow)."""
-    from sweeper.query import study_status
+    from sweeper.query import QueryError, study_status
 
     spec = _study(study, storage, tracking_uri)
     try:
         typer.echo(json.dumps(study_status(spec), indent=2))
+    except QueryError as err:
+        fail(str(err), 2)
     except RuntimeError as err:  # unreadable storage or results file
         fail(str(err), 1)
 

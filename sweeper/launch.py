@@ -150,7 +150,7 @@ def check_storage(spec: StudySpec) -> None:
     try:
         spec.store.check_writable()  # a real write and delete: rights, credentials, a reachable bucket
     except StorageError as err:
-        raise StudyError(f"storage {spec.storage}: {err}") from None
+        raise StudyError(str(err)) from None
 
 
 def check_same_spec(spec: StudySpec) -> None:
@@ -225,9 +225,9 @@ def launch(spec: StudySpec, spec_yaml: str, resume: bool = False, address: str |
     except StorageError as err:
         raise StudyError(str(err)) from None
     if exists and not resume:
-        raise StudyError(f"study {spec.name} already exists in {spec.study_dir}; use --resume to continue it", 2)
+        raise StudyError(f"study {spec.name} already exists in {spec.tune_storage}; use --resume to continue it", 2)
     if resume and not exists:
-        raise StudyError(f"--resume: no study {spec.name} in {spec.study_dir}", 2)
+        raise StudyError(f"--resume: no study {spec.name} in {spec.tune_storage}", 2)
     if resume:
         check_same_spec(spec)
     check_storage(spec)

@@ -64,7 +64,10 @@ def best_trials(spec: StudySpec, metric: str, mode: str, top: int) -> list[dict]
 
 def study_status(spec: StudySpec) -> dict:
     """Trial counts by status from trials.parquet and by run status from MLflow."""
-    frame = results.read_trials(spec.store)
+    store = spec.store
+    if not store.exists("study.yaml"):
+        raise QueryError(f"study {spec.name}: not found in {spec.tune_storage} (check --storage)")
+    frame = results.read_trials(store)
     by_status = frame["status"].value_counts().to_dict() if len(frame) else {}
     mlflow_counts: dict[str, int] = {}
     try:

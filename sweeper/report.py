@@ -158,6 +158,8 @@ def _as_spec_value(raw, values: list):
 
 def write_report(spec: StudySpec) -> Path:
     """Write report.md and PNG figures into <study>/report; returns the markdown path."""
+    if not spec.store.exists("study.yaml"):
+        raise RuntimeError(f"study {spec.name}: not found in {spec.tune_storage} (check --storage)")
     frame = results.read_trials(spec.store)
     if frame.empty:
         raise RuntimeError(f"study {spec.name}: no trials.parquet in {spec.tune_storage} yet")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
 import uuid
 from pathlib import Path
@@ -43,6 +44,7 @@ class StudyStore:
         except (pa.ArrowInvalid, OSError) as err:
             raise StorageError(f"storage {location}: {one_line(err)}") from None
         self.remote = is_uri(location)
+        self._root_checked = False
 
     def __str__(self) -> str:
         return self.location
@@ -111,7 +113,11 @@ class StudyStore:
                 raise StorageError(f"cannot write in {existing} ({err.strerror or err})") from None
             return
         probe = f".probe-{uuid.uuid4().hex[:8]}"
-        self.write_bytes(probe, b"ok")
+        self._check_bucket()
+        try:
+            self.write_bytes(probe, b"ok")
+        except StorageError as err:
+            raise StorageError(f"cannot write in {self.location} ({str(err).split('(', 1)[-1]}") from None
         try:
             self.fs.delete_file(self.path(probe))
         except (OSError, pa.ArrowException) as err:
@@ -149,7 +155,17 @@ class StudyStore:
 
     # ---------------------------------------------------------------- helpers
     def _info(self, name: str) -> pafs.FileInfo:
+        self._check_bucket()
         return self._info_path(self.path(name))
+
+    def _check_bucket(self) -> None:
+        """On an object store a missing bucket reads as 'no such file': say so instead."""
+        if not self.remote or self._root_checked:
+            return
+        bucket = self.root.split("/", 1)[0]
+        if self._info_path(bucket).type == pafs.FileType.NotFound:
+            raise StorageError(f"storage {self.location}: bucket {bucket!r} does not exist or cannot be reached")
+        self._root_checked = True
 
     def _info_path(self, path: str) -> pafs.FileInfo:
         try:
@@ -159,6 +175,10 @@ class StudyStore:
 
 
 def one_line(err: BaseException) -> str:
-    """The first line of an exception message (Arrow's can span several)."""
+    """The first line of an exception message, without the request ids of S3 errors."""
     text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
+    line = text[0] if text else type(err).__name__
+    if "AWS Error" in line:  # "When ... key 'k' in bucket 'b': AWS Error NO_SUCH_BUCKET during Op operation: ..."
+        line = "AWS Error" + line.split("AWS Error", 1)[1]
+        line = re.sub(r"\s*\(Request ID: [^)]*\)", "", line)
+    return line

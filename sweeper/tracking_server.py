@@ -103,7 +103,9 @@ def supervise(state_dir: Path, host: str, port: int, stop_with: str, mlflow_args
     """Run `mlflow server` until it exits, we are told to stop, or Ray's GCS goes away."""
     mlflow = str(Path(sys.executable).with_name("mlflow"))
     cmd = [mlflow, "server", "--host", host, "--port", str(port), *mlflow_args]
-    server = subprocess.Popen(cmd, start_new_session=True)
+    # no job runner (7 worker processes by default in MLflow 3) and no telemetry from a cluster head
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    server = subprocess.Popen(cmd, start_new_session=True, env=env)
     stopping = False
 
     def on_term(signum, frame):  # noqa: ARG001 - signal handler signature

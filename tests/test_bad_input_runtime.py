@@ -133,7 +133,7 @@ def test_resume_with_a_changed_spec_is_refused_before_anything_runs(tmp_path, no
 
 @pytest.mark.parametrize("command", ["report", "analyze"])
 def test_report_and_analyze_of_a_study_never_launched(tmp_path, no_ray, command):
-    one_line(CliRunner().invoke(app, [command, str(write_study(tmp_path))]), 1, "no trials.parquet")
+    one_line(CliRunner().invoke(app, [command, str(write_study(tmp_path))]), 1, "not found in")
     assert not (tmp_path / "out").exists()
 
 

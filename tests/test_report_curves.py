@@ -3,6 +3,7 @@
 import pandas as pd
 import pytest
 
+from sweeper.launch import spec_text
 from sweeper.report import write_report
 from sweeper.results import acc_over_tasks, task_rows
 from sweeper.spec import parse_study
@@ -38,6 +39,7 @@ def ablation_study(tmp_path):
         }
     )
     spec.study_dir.mkdir(parents=True)
+    (spec.study_dir / "study.yaml").write_text(spec_text(spec))
     trials = pd.DataFrame(
         {
             "trial_id": ["a", "b", "c", "d"],

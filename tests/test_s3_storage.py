@@ -288,7 +288,8 @@ def study(s3, mlflow_server, study_file):
                 os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray instance it started
                 break
             time.sleep(0.2)
-        driver.wait(timeout=30)
+        if family:
+            driver.wait(timeout=30)
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
@@ -472,6 +473,17 @@ def test_missing_bucket_is_a_one_line_error(s3, mlflow_server, study_file, tmp_p
     cli = Cli(tmp_path / "home", "s3://no-such-bucket-xyz/studies", mlflow_server.uri)
     result = cli.run("launch", str(study_file), "--address", "local")
     one_line_error(result, 1, "s3://no-such-bucket-xyz/studies")
+    assert "does not exist" in result.stderr and "Request ID" not in result.stderr
+    for command in ("status", "report"):  # a wrong bucket is never read as an empty study
+        one_line_error(cli.run(command, str(study_file)), 1, "bucket 'no-such-bucket-xyz' does not exist")
+
+
+def test_wrong_prefix_says_the_study_is_not_there(s3, mlflow_server, study_file, tmp_path):
+    cli = Cli(tmp_path / "home", f"s3://{BUCKET}/no-such-prefix", mlflow_server.uri)
+    one_line_error(cli.run("status", str(study_file)), 2, "not found in s3://")
+    one_line_error(
+        cli.run("launch", str(study_file), "--resume"), 2, f"no study s3_e2e in s3://{BUCKET}/no-such-prefix"
+    )
 
 
 def test_s3_storage_without_a_tracking_server_is_a_usage_error(study_file, tmp_path):
