@@ -144,6 +144,20 @@ def train(
     typer.echo(f"wrote {out / 'result.json'}")
 
 
+def tracking_error(err: BaseException) -> str | None:
+    """The first line of an MLflow error anywhere in `err`'s chain (Tune wraps callback errors), else None."""
+    from mlflow.exceptions import MlflowException
+
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, MlflowException):
+            text = str(err).strip().splitlines()
+            return (text[0] if text else type(err).__name__)[:300]
+        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
+    return None
+
+
 def _study(path: Path, storage: str | None = None, tracking_uri: str | None = None, **runtime):
     """Load a study spec with command-line overrides applied before validation (exit 2 on any problem).
 
@@ -215,13 +229,22 @@ def launch(
         )
     try:
         grid = run_launch(spec, spec_text(spec), resume=resume, address=address)
-    except StudyError as err:
-        fail(str(err), err.code)
-    except RuntimeError as err:  # missing data, unreachable tracking store, ...
-        fail(str(err), 1)
-    except ConnectionError as err:  # --address given (or a stale `ray start` marker) but no cluster answers
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        fail(f"cannot connect to Ray ({first}); use --address local for a fresh local Ray", 1)
+    except Exception as err:  # noqa: BLE001 - each kind a user can cause is one line; anything else re-raises
+        lost = tracking_error(err)
+        if lost is not None:  # checked first: Tune may wrap a callback's MLflow error in another type
+            fail(
+                f"tracking server {spec.resolved_tracking_uri()} stopped answering during the study ({lost}); "
+                f"nothing is lost: once it answers again, continue with: anpyc-sweep launch {study} --resume",
+                1,
+            )
+        if isinstance(err, StudyError):
+            fail(str(err), err.code)
+        if isinstance(err, ConnectionError):  # --address given (or a stale `ray start` marker), no cluster
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            fail(f"cannot connect to Ray ({first}); use --address local for a fresh local Ray", 1)
+        if isinstance(err, RuntimeError):  # missing data, unreachable tracking store or storage, ...
+            fail(str(err), 1)
+        raise
     left = unfinished_trials(grid)
     if left:
         fail(

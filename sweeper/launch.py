@@ -280,7 +280,24 @@ def launch(spec: StudySpec, spec_yaml: str, resume: bool = False, address: str |
                 verbose=1,
             ),
         )
-    return tuner.fit()
+    grid = tuner.fit()
+    if not unfinished_trials(grid):
+        fixed = reconcile(spec, spec_yaml, grid)
+        if fixed:
+            print(f"recorded the end of {fixed} trial(s) that the study's record had missed", flush=True)
+    return grid
+
+
+def reconcile(spec: StudySpec, spec_yaml: str, grid: Any) -> int:
+    """Close the record of every trial whose last event never reached MLflow or Parquet."""
+    from sweeper.tracking import StudyRecorder
+
+    recorder = StudyRecorder(spec, spec_yaml)
+    recorder.setup()  # reattaches to the study's parent run (and marks it RUNNING) ...
+    try:
+        return recorder.reconcile(grid)
+    finally:
+        recorder.client.set_terminated(recorder.parent_id, status="FINISHED")  # ... so close it again
 
 
 def unfinished_trials(grid: Any) -> int:

@@ -13,6 +13,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import mlflow
@@ -177,32 +178,38 @@ class StudyRecorder(Callback):
         self.client.update_run(self.run_id(trial), status="RUNNING")
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
-        """Per-task metrics as steps (once each) and the trial's rows in tasks.parquet."""
+        """Every finished task not yet recorded: rows in tasks.parquet and boundaries.parquet, then its
+        metric step in MLflow (a step is done once MLflow has it, so a failed write is redone later)."""
         if "diverged" in result:  # no new task finished; on_trial_complete records the reason
             return
-        run_id, step = self.run_id(trial), int(result["task"])
-        if step not in self.logged_steps[trial.trial_id]:
+        run_id, tid = self.run_id(trial), trial.trial_id
+        history = json.loads(result["history"]) if "history" in result else [{**result, "task": result["task"]}]
+        for entry in history:
+            step = int(entry["task"])
+            if step in self.logged_steps[tid]:
+                continue
+            acc_row, val_row = (
+                json.loads(r) if isinstance(r, str) else r for r in (entry["acc_row"], entry["val_acc_row"])
+            )
+            self.store.upsert(results.TASKS, results.task_rows(tid, step, acc_row, val_row), results.TASK_KEY)
+            self.store.upsert(results.BOUNDARIES, [results.boundary_row(tid, step, entry)], results.BOUNDARY_KEY)
             now = int(time.time() * 1000)
             metrics = [
                 Metric(k, float(v), now, step)
-                for k, v in result.items()
-                if k.startswith(("val_", "test_")) and isinstance(v, int | float) and k != "val_acc_row"
+                for k, v in entry.items()
+                if k.startswith(("val_", "test_")) and isinstance(v, int | float) and not isinstance(v, bool)
             ]
-            metrics += [Metric(k, float(result[k]), now, step) for k in results.BOUNDARY_COLUMNS if k in result]
+            metrics += [Metric(k, float(entry[k]), now, step) for k in results.BOUNDARY_COLUMNS if k in entry]
             self.client.log_batch(run_id, metrics=metrics)
-            self.logged_steps[trial.trial_id].add(step)
+            self.logged_steps[tid].add(step)
         node = result.get("node_ip")
-        if node and self.nodes.get(trial.trial_id) != node:  # where the trial runs (changes on a resume)
+        if node and self.nodes.get(tid) != node:  # where the trial runs (changes on a resume)
             self.client.set_tag(run_id, "node_ip", str(node))
-            self.nodes[trial.trial_id] = node
+            self.nodes[tid] = node
         resumed = int(result.get("resumed_from_task", 0))
-        if resumed > self.resumed.get(trial.trial_id, 0):
+        if resumed > self.resumed.get(tid, 0):
             self.client.set_tag(run_id, "resumed_from_task", str(resumed))
-            self.resumed[trial.trial_id] = resumed
-        rows = results.task_rows(trial.trial_id, step, json.loads(result["acc_row"]), json.loads(result["val_acc_row"]))
-        self.store.upsert(results.TASKS, rows, results.TASK_KEY)
-        boundary = results.boundary_row(trial.trial_id, step, result)
-        self.store.upsert(results.BOUNDARIES, [boundary], results.BOUNDARY_KEY)
+            self.resumed[tid] = resumed
 
     def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info: Any) -> None:
         """Copy the checkpoint's task-boundary snapshots (if any) into the run's `snapshots/`.
@@ -228,7 +235,8 @@ class StudyRecorder(Callback):
             self.client.set_terminated(run_id, status="FAILED")
             self._write_trial_row(trial, run_id, "DIVERGED", result, error=str(result["diverged"]))
             return
-        if "acc_matrix" in result:
+        done_before = "final_val_acc" in self.client.get_run(run_id).data.metrics  # a replay: log nothing twice
+        if "acc_matrix" in result and not done_before:
             for name in ("acc_matrix", "val_acc_matrix"):
                 self.client.log_text(run_id, result[name], f"{name}.json")
             self._log_heatmap(run_id, json.loads(result["acc_matrix"]), json.loads(result["val_acc_matrix"]))
@@ -249,6 +257,29 @@ class StudyRecorder(Callback):
         self.client.set_tag(run_id, "error", reason[:4000])
         self.client.set_terminated(run_id, status="FAILED")
         self._write_trial_row(trial, run_id, "ERROR", trial.last_result or {}, error=reason)
+
+    def reconcile(self, grid) -> int:
+        """Record the end of every trial of a finished ResultGrid that the study's record misses (an
+        event lost to a tracking or storage outage, or to a killed driver); returns how many."""
+        rows = results.read_trials(self.store)
+        recorded = set(rows["trial_id"]) if len(rows) else set()
+        fixed = 0
+        for result in grid:
+            metrics = result.metrics or {}
+            tid = metrics.get("trial_id")
+            if tid is None or tid in recorded:
+                continue
+            trial = SimpleNamespace(
+                trial_id=tid, config=result.config, last_result=metrics, error_file=None, error_msg=str(result.error)
+            )
+            if result.error is not None:
+                self.on_trial_error(0, [], trial)
+            else:
+                if "history" in metrics:
+                    self.on_trial_result(0, [], trial, metrics)
+                self.on_trial_complete(0, [], trial)
+            fixed += 1
+        return fixed
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """Close the parent run, and any trial run Tune no longer drives."""

@@ -16,6 +16,7 @@ from anpyc_core.metrics import summarize
 from anpyc_core.trainer import Trainer, TrainingDiverged, resolve_device
 
 CHECKPOINT_FILE = "state.pt"
+HISTORY_FILE = "history.json"  # every finished task's record, so a lost report can be recorded later
 SNAPSHOT_PREFIX = "snapshot_task_"
 
 
@@ -70,31 +71,47 @@ def train_trial(
     reference = (joint_refs or {}).get(joint_key(run_cfg.model_dump(mode="json")))
     trainer = Trainer(run_cfg, tasks=tasks, joint_reference=reference)
     checkpoint = tune.get_checkpoint()
+    history: list[dict] = []
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             trainer.load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+            if (Path(folder) / HISTORY_FILE).exists():
+                history = json.loads((Path(folder) / HISTORY_FILE).read_text())
     resumed_from = trainer.next_task  # 0 for a fresh trial: tasks already done at (re)start
     try:
         for record in trainer.run():
-            report_task(trainer, record, spec, resumed_from)
+            report_task(trainer, record, spec, resumed_from, history)
     except TrainingDiverged as err:  # a result, not a fault: reported once, never retried
         diverged = {obj["metric"]: float("nan") for obj in spec["objectives"]}
         tune.report({**diverged, "task": trainer.next_task, "diverged": f"TrainingDiverged: {err}"})
 
 
-def report_task(trainer: Trainer, record, spec: dict, resumed_from: int) -> None:
-    """`tune.report` one finished task: metrics so far, and a checkpoint of the whole state."""
-    metrics: dict[str, Any] = {
+def task_entry(trainer: Trainer, record) -> dict[str, Any]:
+    """What the study records for one finished task: metrics so far, accuracy rows, boundary values."""
+    return {
         "task": record.task,
-        "num_tasks": record.num_tasks,
         "task_seconds": record.seconds,
         "train_loss": record.loss,
         "penalty": record.penalty,
+        "acc_row": record.acc_row,
+        "val_acc_row": record.val_acc_row,
+        **record.counts,
+        **task_metrics(trainer.acc_matrix, trainer.val_acc_matrix, record.task),
+    }
+
+
+def report_task(trainer: Trainer, record, spec: dict, resumed_from: int, history: list[dict]) -> None:
+    """`tune.report` one finished task: metrics so far, every task's record, and a checkpoint of the
+    whole state. Each report carries the whole history, so the driver can fill any gap it left."""
+    entry = task_entry(trainer, record)
+    history[:] = [h for h in history if h["task"] < record.task] + [entry]
+    metrics: dict[str, Any] = {
+        **entry,
+        "num_tasks": record.num_tasks,
         "acc_row": json.dumps(record.acc_row),
         "val_acc_row": json.dumps(record.val_acc_row),
         "resumed_from_task": resumed_from,
-        **record.counts,
-        **task_metrics(trainer.acc_matrix, trainer.val_acc_matrix, record.task),
+        "history": json.dumps(history),
     }
     if record.task == record.num_tasks:
         result = trainer.result()
@@ -107,6 +124,7 @@ def report_task(trainer: Trainer, record, spec: dict, resumed_from: int) -> None
     snapshots = []
     with tempfile.TemporaryDirectory() as folder:
         trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
+        (Path(folder) / HISTORY_FILE).write_text(json.dumps(history))
         if wants_snapshot(spec.get("snapshots", "ends"), record.task, record.num_tasks):
             snapshots.append(snapshot_name(record.task))
             torch.save(trainer.snapshot(), Path(folder) / snapshots[-1])
