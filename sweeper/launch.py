@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 from typing import Any
 
 import ray
@@ -166,6 +167,21 @@ def check_same_spec(spec: StudySpec) -> None:
         )
 
 
+def check_address(address: str | None) -> None:
+    """A Ray address that nothing answers at is one line at once, not a minute of retries."""
+    if not address or address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            return
+    except (OSError, ValueError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err) or type(err).__name__
+        raise StudyError(
+            f"--address {address}: no Ray cluster answers there ({reason}); check the address, or `ray up` the cluster"
+        ) from None
+
+
 def check_device(spec: StudySpec, configs: list[dict]) -> None:
     """`device: cuda` needs a GPU per trial, asked for before any trial is queued."""
     if spec.resources.gpu == 0 and any(c["device"] == "cuda" for c in configs):
@@ -230,6 +246,7 @@ def launch(spec: StudySpec, spec_yaml: str, resume: bool = False, address: str |
         raise StudyError(f"--resume: no study {spec.name} in {spec.tune_storage}", 2)
     if resume:
         check_same_spec(spec)
+    check_address(address)
     check_storage(spec)
     if spec.tracking_uri:
         tracking_client(spec.tracking_uri)  # unreachable store: fail before anything is written

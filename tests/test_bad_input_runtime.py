@@ -149,3 +149,34 @@ def test_interrupted_launch_says_so_and_how_to_resume(tmp_path, no_ray, monkeypa
     result = CliRunner().invoke(app, ["launch", str(study)])
     one_line(result, 130, f"interrupted with 2 of 5 trials unfinished; continue it with: anpyc-sweep launch {study}")
     assert "--resume" in result.output and "done" not in result.output
+
+
+def test_unreachable_ray_head_is_one_line_at_once(tmp_path, no_ray):
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    start = time.time()
+    result = CliRunner().invoke(app, ["launch", str(write_study(tmp_path)), "--address", f"127.0.0.1:{port}"])
+    one_line(result, 1, f"--address 127.0.0.1:{port}: no Ray cluster answers there")
+    assert time.time() - start < 10 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "options,needle",
+    [
+        (["--gpus-per-trial", "1"], "a trial asks for 1 CPU and 1 GPU, but no node of this cluster has that"),
+        (["--cpus-per-trial", "64"], "a trial asks for 64 CPU and 0 GPU"),
+    ],
+)
+def test_resources_no_node_can_hold_are_refused_before_any_trial(tmp_path, ray_session, options, needle):
+    result = CliRunner().invoke(app, ["launch", str(write_study(tmp_path)), *options])
+    one_line(result, 2, needle)
+    assert not (tmp_path / "out" / "bad" / "study.yaml").exists()  # nothing written
+
+
+def test_cuda_without_gpus_per_trial_is_refused(tmp_path, no_ray):
+    study = write_study(tmp_path, base={**BASE, "device": "cuda"})
+    one_line(CliRunner().invoke(app, ["launch", str(study)]), 2, "device: cuda needs a GPU per trial")
