@@ -256,8 +256,24 @@ class LoopbackCluster:
             region_name=env["AWS_DEFAULT_REGION"],
         ).create_bucket(Bucket=self.bucket)
 
+    def kill_node(self, node: Node) -> None:
+        """The machine dies: SIGKILL its namespace's PID 1, and with it everything on the node."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(node.init_pid, signal.SIGKILL)
+        node.unshare.wait(timeout=30)
+        wait_for(lambda: not port_open(node.ip, 22), 30, f"{node.name} to go away")
+
+    def restart_node(self, node: Node) -> None:
+        """The machine boots again: same disk (home, /tmp/ray), fresh processes."""
+        self._launch_node(node)
+
     def _start_node(self, node: Node) -> None:
-        """sshd on node.ip:22 in a new PID + mount namespace with a private home and /tmp/ray."""
+        """Prepare the node's disk, then start it."""
+        self._prepare_node(node)
+        self._launch_node(node)
+
+    def _prepare_node(self, node: Node) -> None:
+        """The node's private home (SSH key, shell profile, venv) and host key."""
         (node.home / ".ssh").mkdir(parents=True, mode=0o700)
         os.chmod(node.home, 0o700)
         shutil.copy(f"{self.key}.pub", node.home / ".ssh" / "authorized_keys")
@@ -275,19 +291,22 @@ class LoopbackCluster:
             "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes yes\nMaxStartups 50:30:100\nMaxSessions 50\n"
             "PermitUserEnvironment no\nAcceptEnv LANG LC_*\nSubsystem sftp internal-sftp\n"
         )
+
+    def _launch_node(self, node: Node) -> None:
+        """sshd on node.ip:22 in a new PID + mount namespace with the private home and /tmp/ray."""
         os.makedirs("/run/sshd", exist_ok=True)
         os.makedirs("/tmp/ray", exist_ok=True)
         keep = ""  # the interpreter may live under /root (pyenv): keep it visible under the private home
         real = Path(os.path.realpath(sys.executable))
         if real.is_relative_to("/root"):
             top = Path("/root") / real.relative_to("/root").parts[0]
-            (node.home / top.name).mkdir()
+            (node.home / top.name).mkdir(exist_ok=True)
             keep = f"mount --bind {top} {node.home / top.name} && "
         script = (
             f"{keep}mount --rbind {node.home} /root && mount --bind {node.base / 'ray'} /tmp/ray && "
             f"exec {SSHD} -D -e -f {node.base / 'sshd_config'}"
         )
-        log = open(node.base / "sshd.log", "wb")  # noqa: SIM115 - owned by the child
+        log = open(node.base / "sshd.log", "ab")  # noqa: SIM115 - owned by the child
         node.unshare = subprocess.Popen(
             ["unshare", "--pid", "--mount", "--fork", "--mount-proc", "--propagation", "private", "sh", "-c", script],
             stdout=log,
