@@ -11,7 +11,7 @@ import pytest
 from sweeper.launch import launch, spec_text
 from sweeper.query import best_trials, rerun, study_status
 from sweeper.report import write_report
-from sweeper.spec import parse_study
+from sweeper.spec import Resources, parse_study
 from sweeper.tracking import TAG_ROLE
 
 BASE = {
@@ -229,3 +229,13 @@ def test_asha_stops_trials_early_by_task(ray_session, tmp_path):
     assert (stopped["tasks_done"] < 4).all() and stopped["val_acc"].isna().all()
     _, runs = trial_runs(spec)
     assert {r.info.status for r in runs} == {"FINISHED"}  # stopped early is a clean end, not a failure
+
+
+def test_resume_takes_new_concurrency_and_resources_without_changing_anything(grid_study):
+    faster = grid_study.model_copy(
+        update={"max_concurrent_trials": 1, "resources": Resources(cpu=2), "checkpoints": "all"}
+    )
+    launch(faster, spec_text(faster), resume=True)  # accepted: these fields never change results
+    _, runs = trial_runs(grid_study)
+    assert len(runs) == 5 and {r.info.status for r in runs} == {"FINISHED"}
+    assert len(pd.read_parquet(grid_study.study_dir / "trials.parquet")) == 4
