@@ -25,6 +25,76 @@ def chunks(split: Split, size: int, cap: int | None = None) -> Iterator[slice]:
         yield slice(start, min(start + size, n))
 
 
+#: Floats a batched chunk-gradient block may hold per layer (about 256 MB in float32).
+GROUP_FLOATS = 64 * 2**20
+
+
+def linear_trunk(model) -> bool:
+    """True when every trunk parameter belongs to an nn.Linear (the fast layer-wise passes apply)."""
+    return hasattr(model, "trunk") and all(isinstance(m, torch.nn.Linear) for m in model.trunk)
+
+
+def layer_signals(
+    model: MultiHeadMLP, x: torch.Tensor, task: int, objective: Callable[[torch.Tensor], torch.Tensor], keep=False
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """(logits, inputs a_l, output gradients δ_l = ∂objective/∂z_l) of every trunk Linear layer on `x`.
+
+    For an objective that sums per-sample terms, row n of δ_l belongs to sample n alone, so per-sample
+    (or per-chunk) parameter gradients are products of δ and a: no per-sample backward is needed."""
+    inputs, outputs = [], []
+
+    def hook(module, args, out):
+        inputs.append(args[0].detach())
+        outputs.append(out)
+
+    handles = [layer.register_forward_hook(hook) for layer in model.trunk]
+    try:
+        logits = model(x, task)
+    finally:
+        for handle in handles:
+            handle.remove()
+    deltas = torch.autograd.grad(objective(logits), outputs, retain_graph=keep)
+    return logits, inputs, list(deltas)
+
+
+def _chunk_mean_batched(
+    model: MultiHeadMLP,
+    split: Split,
+    size: int,
+    cap: int | None,
+    per_chunk: Callable[[list[torch.Tensor], list[torch.Tensor]], list[torch.Tensor]],
+    objective: Callable[[torch.Tensor, int], torch.Tensor],
+    task: int,
+) -> Importances:
+    """`_chunk_mean` for a Linear trunk: groups of equal chunks share one forward and one backward, and
+    each chunk's gradient g_b = δ_bᵀ a_b comes from one batched matmul per layer."""
+    params = model.trunk_parameters()
+    names, tensors = list(params), list(params.values())
+    totals = [torch.zeros_like(p) for p in tensors]
+    n = len(split) if cap is None else min(cap, len(split))
+    widest = max(layer.weight.numel() for layer in model.trunk)
+    group = max(1, GROUP_FLOATS // widest) * size
+    count = 0
+    full = n - n % size
+    spans = [(s, min(s + group, full), size) for s in range(0, full, group)]
+    if full < n:
+        spans.append((full, n, n - full))  # the last, shorter chunk on its own
+    for start, stop, chunk in spans:
+        x = split.inputs(slice(start, stop))
+        _, acts, deltas = layer_signals(model, x, task, lambda z, c=chunk: objective(z, c))
+        k = (stop - start) // chunk
+        grads = []
+        for a, d in zip(acts, deltas, strict=True):
+            a3, d3 = a.reshape(k, chunk, -1), d.reshape(k, chunk, -1)
+            grads += [torch.bmm(d3.transpose(1, 2), a3), d3.sum(dim=1)]  # weight, bias per chunk
+        with torch.no_grad():
+            stacked = [p.unsqueeze(0) for p in tensors]
+            for total, omega in zip(totals, per_chunk(grads, stacked), strict=True):
+                total.add_(omega.sum(dim=0))
+        count += k
+    return {name: total / max(count, 1) for name, total in zip(names, totals, strict=True)}
+
+
 def _chunk_mean(
     model: MultiHeadMLP,
     split: Split,
@@ -51,25 +121,30 @@ def _chunk_mean(
 def anpyc_importance(model: MultiHeadMLP, split: Split, task: int, size: int, cap: int | None = None) -> Importances:
     """Label-free ANPyC importance: max(g·θ + ½θ²g², 0) of the batch-summed output entropy."""
 
-    def entropy(logits: torch.Tensor) -> torch.Tensor:
+    def entropy(logits: torch.Tensor, chunk: int = 0) -> torch.Tensor:
         logq = F.log_softmax(logits, dim=1)
         return -(logq.exp() * logq).sum()
 
     def omega(grads, params):
         return [(g * p + 0.5 * p.square() * g.square()).clamp_(min=0) for g, p in zip(grads, params, strict=True)]
 
+    if linear_trunk(model):
+        return _chunk_mean_batched(model, split, size, cap, omega, entropy, task)
     return _chunk_mean(model, split, size, cap, omega, entropy, task)
 
 
 def mas_importance(model: MultiHeadMLP, split: Split, task: int, size: int, cap: int | None = None) -> Importances:
     """MAS (Aljundi et al. 2018): |∂ mean_n ‖z_n‖² / ∂θ| averaged over chunks."""
 
-    def sq_norm(logits: torch.Tensor) -> torch.Tensor:
-        return logits.square().sum(dim=1).mean()
+    def sq_norm(logits: torch.Tensor, chunk: int = 0) -> torch.Tensor:
+        # the mean within each chunk: a group of k chunks sums k chunk means
+        return logits.square().sum(dim=1).sum() / (chunk or logits.shape[0])
 
     def omega(grads, params):
         return [g.abs() for g in grads]
 
+    if linear_trunk(model):
+        return _chunk_mean_batched(model, split, size, cap, omega, sq_norm, task)
     return _chunk_mean(model, split, size, cap, omega, sq_norm, task)
 
 
@@ -85,6 +160,8 @@ def ewc_importance(
 
     `empirical` uses the true label; `expected` weights every class by the model's q.
     """
+    if linear_trunk(model):
+        return _fisher_linear(model, split, task, cap, fisher)
     trunk = model.trunk_parameters()
     frozen = {n: p.detach() for n, p in model.named_parameters() if n not in trunk}
     frozen.update(dict(model.named_buffers()))
@@ -115,6 +192,38 @@ def ewc_importance(
                 totals[n].add_((w * jac[n].square()).sum(dim=(0, 1)))
         n_samples += x.shape[0]
     return {n: t / max(n_samples, 1) for n, t in totals.items()}
+
+
+def _fisher_linear(model: MultiHeadMLP, split: Split, task: int, cap: int | None, fisher: str) -> Importances:
+    """Diagonal Fisher of a Linear trunk without per-sample gradients: with a_n a layer's input and δ_n
+    the gradient at its output for sample n, Σ_n (∂ℓ_n/∂W)² = (δ²)ᵀ(a²) and Σ_n (∂ℓ_n/∂b)² = Σ_n δ_n²."""
+    params = model.trunk_parameters()
+    totals = {n: torch.zeros_like(p) for n, p in params.items()}
+    n_total = len(split) if cap is None else min(cap, len(split))
+    step = max(256, GROUP_FLOATS // max(layer.weight.numel() for layer in model.trunk) * 64)
+    for sl in chunks(split, step, n_total):
+        x = split.inputs(sl)
+        if fisher == "empirical":
+            y = split.labels[sl]
+            _, acts, deltas = layer_signals(
+                model, x, task, lambda z, y=y: F.log_softmax(z, dim=1).gather(1, y[:, None]).sum()
+            )
+            weighted = [(None, d) for d in deltas]
+        else:  # expected: Σ_c q_c (∂ log q_c / ∂θ)², one backward per class on one forward
+            with torch.no_grad():
+                q = F.softmax(model(x, task), dim=1)
+            weighted = []
+            for c in range(q.shape[1]):
+                _, acts, deltas = layer_signals(model, x, task, lambda z, c=c: F.log_softmax(z, dim=1)[:, c].sum())
+                weighted += [(q[:, c : c + 1], d) for d in deltas]
+        with torch.no_grad():
+            layers = len(acts)
+            for i, (w, d) in enumerate(weighted):
+                a = acts[i % layers]
+                d2 = d.square() if w is None else w * d.square()
+                totals[f"trunk.{i % layers}.weight"].add_(d2.T @ a.square())
+                totals[f"trunk.{i % layers}.bias"].add_(d2.sum(dim=0))
+    return {n: t / max(n_total, 1) for n, t in totals.items()}
 
 
 def si_importance(path: Importances, params: dict[str, torch.Tensor], start: Importances, xi: float) -> Importances:
