@@ -316,17 +316,7 @@ class Trainer:
 
     def save_checkpoint(self, path: str | Path) -> Path:
         """Write the checkpoint atomically (temp file + rename): never a torn file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ckpt-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(self.checkpoint_state(), fh)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return save_atomically(self.checkpoint_state(), path)
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Resume from a file written by `save_checkpoint`."""
@@ -350,6 +340,21 @@ class Trainer:
             task_seconds=self.task_seconds,
             joint_reference=self.joint_reference,
         )
+
+
+def save_atomically(state: dict, path: str | Path) -> Path:
+    """`torch.save` to a temp file beside `path`, then rename: readers never see a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ckpt-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
 
 
 def run_config(cfg: RunConfig, progress: Progress | None = None, **kwargs) -> RunResult:

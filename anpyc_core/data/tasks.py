@@ -96,11 +96,20 @@ def task_rng(seed: int, task: int, stream: int) -> np.random.Generator:
 _STREAM_SUBSAMPLE, _STREAM_VAL, _STREAM_PERM = 1, 2, 3
 
 
-def build_tasks(cfg: DataConfig, raw: RawDataset, seed: int, device: torch.device | str = "cpu") -> TaskSequence:
-    """Build the task sequence described by `cfg` from `raw` on `device` (SPEC §2)."""
+def build_tasks(
+    cfg: DataConfig,
+    raw: RawDataset,
+    seed: int,
+    device: torch.device | str = "cpu",
+    images: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> TaskSequence:
+    """Build the task sequence described by `cfg` from `raw` on `device` (SPEC §2).
+
+    `images` = (train, test) tensors of `raw` already on `device`, shared by several sequences (a pack)."""
     device = torch.device(device)
-    x_train = as_device_tensor(raw.x_train, device)
-    x_test = as_device_tensor(raw.x_test, device)
+    if images is None:
+        images = as_device_tensor(raw.x_train, device), as_device_tensor(raw.x_test, device)
+    x_train, x_test = images
     tasks = []
     for t in range(cfg.tasks):
         if cfg.scenario == "split":

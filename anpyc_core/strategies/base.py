@@ -88,7 +88,21 @@ class Strategy(nn.Module):
         """Called after every optimiser step."""
 
     def after_training(self, task: int, phase: Phase) -> None:
-        """Called after the initial training phase: pruning rounds live here."""
+        """Called after the initial training phase: runs the pruning rounds, each then retrained."""
+        for index, percent in enumerate(self.pruning_rounds(task)):
+            self.begin_round(task, index, percent, phase.task, phase.optimizer)
+            phase.fit(self.cfg.optim.retrain_epochs)
+        self.end_rounds(task)
+
+    def pruning_rounds(self, task: int) -> list[float]:
+        """The pruning percentages of `task`'s rounds (none by default)."""
+        return []
+
+    def begin_round(self, task: int, index: int, percent: float, data: Task, optimizer) -> None:
+        """Start pruning round `index`: choose the free set and zero it (retraining follows)."""
+
+    def end_rounds(self, task: int) -> None:
+        """Called once after the last pruning round of `task` (also when it had none)."""
 
     def after_task(self, task: int, data: Task) -> None:
         """Called when the task is finished, before evaluation."""

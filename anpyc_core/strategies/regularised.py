@@ -19,7 +19,7 @@ from anpyc_core.pruning import (
     random_free_set,
     zero_free_weights,
 )
-from anpyc_core.strategies.base import Phase, Strategy, TensorStore
+from anpyc_core.strategies.base import Strategy, TensorStore
 
 PRUNING_ROUNDS = {"greedy", "greedy_no_pretrain", "random"}
 
@@ -82,25 +82,32 @@ class Regularised(Strategy):
             for name, p in self.params.items():
                 self.si_path[name].sub_(self._si_grad[name] * (p - self._si_prev[name]))
 
-    def after_training(self, task: int, phase: Phase) -> None:
-        """Greedy (or random) pruning rounds, each followed by retraining with free weights at 0."""
+    def pruning_rounds(self, task: int) -> list[float]:
+        """Greedy (or random) pruning rounds of `task`: percentages p_k up to P_t."""
+        if not self.prunes(task):
+            return []
+        self._previous = self.free.as_dict() if bool(self.has_free) else None
+        self._current = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in self.params.items()}
+        return self.schedule(task)
+
+    def begin_round(self, task: int, index: int, percent: float, data: Task, optimizer) -> None:
+        """Free the weights of round `index` at `percent` and zero them (and their optimiser state)."""
+        omega_t = self.measure(task, data, round_index=index + 1)
+        if self.s.pruning == "random":
+            gen = torch.Generator().manual_seed(_derive(self.cfg.seed, task, 1000 + index))
+            self._current = random_free_set(omega_t, self._previous, percent, self.s.prune_scope, self._current, gen)
+        else:
+            self._current = greedy_free_set(omega_t, self._previous, percent, self.s.prune_scope)
+        zero_free_weights(self.params, self._current, optimizer)
+        self._round_free = self._current
+
+    def end_rounds(self, task: int) -> None:
+        """Keep the task's final free set for the next task's rounds."""
+        self._round_free = None
         if not self.prunes(task):
             return
-        previous = self.free.as_dict() if bool(self.has_free) else None
-        current = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in self.params.items()}
-        for k, q in enumerate(self.schedule(task)):
-            omega_t = self.measure(task, phase.task, round_index=k + 1)
-            if self.s.pruning == "random":
-                gen = torch.Generator().manual_seed(_derive(self.cfg.seed, task, 1000 + k))
-                current = random_free_set(omega_t, previous, q, self.s.prune_scope, current, gen)
-            else:
-                current = greedy_free_set(omega_t, previous, q, self.s.prune_scope)
-            zero_free_weights(self.params, current, phase.optimizer)
-            self._round_free = current
-            phase.fit(self.cfg.optim.retrain_epochs)
-        self._round_free = None
         with torch.no_grad():
-            for name, mask in current.items():
+            for name, mask in self._current.items():
                 self.free[name].copy_(mask)
             self.has_free.fill_(True)
 

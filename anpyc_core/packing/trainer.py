@@ -1,0 +1,274 @@
+"""Train K run configs with one pack signature at once: one batched step moves every member.
+
+    pack = PackedTrainer(cfgs)                  # K members, each a sequential `Trainer` whose
+    for records in pack.run():                  # weights live in the pack's stacked tensors
+        pack.save_checkpoint(path)              # one record (or None once diverged) per member
+    results = pack.results()                    # RunResult or TrainingDiverged per member
+
+Each member draws its minibatch order, dropout masks, permutations and validation split from
+the generators its own sequential run would use, and its strategy's hooks (penalty gradient,
+free-weight masks, importance, pruning rounds) run on views of the pack's storage, so a member
+follows its sequential run: bit for bit on CPU for a pack of one, to rounding otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from anpyc_core.config import ConfigError, RunConfig
+from anpyc_core.data import build_tasks, load_raw
+from anpyc_core.data.tasks import as_device_tensor
+from anpyc_core.packing.optim import StackedSGD
+from anpyc_core.packing.signature import pack_refusal, pack_signature
+from anpyc_core.packing.stacked import StackedMLP
+from anpyc_core.strategies import Strategy
+from anpyc_core.trainer import (
+    Progress,
+    RunResult,
+    TaskRecord,
+    Trainer,
+    TrainingDiverged,
+    derive_seed,
+    resolve_device,
+    save_atomically,
+)
+
+PACK_FORMAT = 1
+
+
+def _overrides(strategy: Strategy, hook: str) -> bool:
+    return getattr(type(strategy), hook) is not getattr(Strategy, hook)
+
+
+class PackedTrainer:
+    """K continual-learning runs that share a pack signature, trained together on one device."""
+
+    def __init__(self, cfgs: list[RunConfig], progress: Progress | None = None) -> None:
+        if not cfgs:
+            raise ConfigError("pack: needs at least one run config")
+        for cfg in cfgs:
+            refusal = pack_refusal(cfg)
+            if refusal:
+                raise ConfigError(refusal)
+        signature = pack_signature(cfgs[0])
+        for i, cfg in enumerate(cfgs):
+            if pack_signature(cfg) != signature:
+                raise ConfigError(f"pack: member {i} differs from member 0 in more than the member fields")
+        self.signature = signature
+        self.cfgs = cfgs
+        self.device = resolve_device(cfgs[0].device)
+        self.progress = progress or (lambda msg: None)
+        data = cfgs[0].data
+        raw = load_raw(data.benchmark, data.data_dir, data.download)
+        images = as_device_tensor(raw.x_train, self.device), as_device_tensor(raw.x_test, self.device)
+        self.members = [
+            Trainer(cfg, tasks=build_tasks(cfg.data, raw, cfg.seed, self.device, images=images)) for cfg in cfgs
+        ]
+        self.stack = StackedMLP([m.model for m in self.members])
+        for member in self.members:  # strategies that cached the parameters now see the views
+            if hasattr(member.strategy, "params"):
+                member.strategy.params = member.model.trunk_parameters()
+        self.diverged: list[str | None] = [None] * len(cfgs)
+        self.next_task = 0
+        self.num_tasks = len(self.members[0].tasks)
+
+    @property
+    def size(self) -> int:
+        """Number of members K."""
+        return len(self.members)
+
+    def live(self) -> list[int]:
+        """Indices of the members that have not diverged."""
+        return [k for k, why in enumerate(self.diverged) if why is None]
+
+    # ----------------------------------------------------------- the loop
+    def run(self) -> Iterator[list[TaskRecord | None]]:
+        """Train the remaining tasks, yielding one record per member (None once diverged) after each."""
+        while self.next_task < self.num_tasks:
+            yield self.run_task(self.next_task)
+
+    def run_task(self, t: int) -> list[TaskRecord | None]:
+        """Task t for every live member: initial training, pruning rounds, evaluation."""
+        start = time.perf_counter()
+        live = self.live()
+        self._begin_task(t, live)
+        opt = self._optimizer(t)
+        epochs = dict.fromkeys(live, 0)
+        self.last_loss = dict.fromkeys(live, float("nan"))
+        for k in live:
+            self.members[k].strategy.before_task(t)
+        initial = [k for k in live if not self.members[k].strategy.skip_initial_training(t)]
+        self._fit(t, initial, self.cfgs[0].optim.epochs, opt, epochs)
+        rounds = {k: self.members[k].strategy.pruning_rounds(t) for k in self.live()}
+        for r in range(max((len(v) for v in rounds.values()), default=0)):
+            active = [k for k in self.live() if len(rounds[k]) > r]
+            for k in active:
+                member = self.members[k]
+                view = opt.member_view(k, self.stack.slot)
+                member.strategy.begin_round(t, r, rounds[k][r], member.tasks.tasks[t], view)
+            self._fit(t, active, self.cfgs[0].optim.retrain_epochs, opt, epochs)
+        for k in self.live():
+            self.members[k].strategy.end_rounds(t)
+            self.members[k].strategy.after_task(t, self.members[k].tasks.tasks[t])
+        return self._finish_task(t, time.perf_counter() - start)
+
+    def _begin_task(self, t: int, live: list[int]) -> None:
+        """Per-member generators of task t and the sequential run's requires_grad flags."""
+        self.shuffle, self.dropout_gen = {}, {}
+        for k in live:
+            member, seed = self.members[k], derive_seed(self.cfgs[k].seed, t)
+            self.shuffle[k] = torch.Generator(device=self.device).manual_seed(seed)
+            self.dropout_gen[k] = torch.Generator(device=self.device).manual_seed(seed)
+            member.model.train()
+            for p in member.model.parameters():
+                p.requires_grad_(False)
+            for p in member.strategy.trainable(t):
+                p.requires_grad_(True)
+
+    def _optimizer(self, t: int) -> StackedSGD:
+        """A fresh per-member SGD over the stacks that task t trains (the same for every member)."""
+        trained = {id(self.stack.slot(p)[0]) for p in self.members[0].strategy.trainable(t)}
+        stacks = []
+        for s in self.stack.tensors():
+            s.requires_grad_(id(s) in trained)
+            if id(s) in trained:
+                stacks.append(s)
+        self.grad_views = [[(p, *self.stack.slot(p)) for p in member.strategy.trainable(t)] for member in self.members]
+        return StackedSGD(stacks, [cfg.optim.momentum for cfg in self.cfgs])
+
+    def _lr(self, k: int, epoch: int) -> float:
+        o = self.cfgs[k].optim
+        return o.lr * o.lr_decay ** (epoch // o.lr_decay_epochs)
+
+    def _fit(self, t: int, members: list[int], epochs: int, opt: StackedSGD, counters: dict[int, int]) -> None:
+        """`epochs` passes for `members`; a member whose loss is not finite stops as diverged."""
+        for _ in range(epochs):
+            active = [k for k in members if self.diverged[k] is None]
+            if not active:
+                return
+            losses = self._epoch(t, active, opt, counters)
+            for k, loss in zip(active, losses, strict=True):
+                counters[k] += 1
+                self.last_loss[k] = loss
+                if not torch.isfinite(torch.tensor(loss)):
+                    self.diverged[k] = f"task {t + 1} epoch {counters[k]}: training loss became {loss}"
+            finite = [v for v in losses if v == v and abs(v) != float("inf")]
+            mean = sum(finite) / len(finite) if finite else float("nan")
+            self.progress(f"  task {t + 1}: epoch of {len(active)} members, mean loss {mean:.4f}")
+
+    def _epoch(self, t: int, active: list[int], opt: StackedSGD, counters: dict[int, int]) -> list[float]:
+        """One pass of every active member over its own shuffled minibatches; their mean losses."""
+        members = [self.members[k] for k in active]
+        index = None if len(active) == self.size else torch.tensor(active, device=self.device)
+        lrs = [self._lr(k, counters[k]) for k in active]
+        splits = [m.tasks.tasks[t].train for m in members]
+        n, bs = len(splits[0]), self.cfgs[0].optim.batch_size
+        orders = [torch.randperm(n, generator=self.shuffle[k], device=self.device) for k in active]
+        gens = [self.dropout_gen[k] for k in active]
+        backward_hooks = [m for m in members if _overrides(m.strategy, "after_backward")]
+        step_hooks = [(m, lr) for m, lr in zip(members, lrs, strict=True) if _overrides(m.strategy, "after_step")]
+        total = torch.zeros(len(active), device=self.device)
+        num_batches = -(-n // bs)
+        for start in range(0, n, bs):
+            pairs = [split.batch(order[start : start + bs]) for split, order in zip(splits, orders, strict=True)]
+            x = torch.stack([p[0] for p in pairs])
+            y = torch.stack([p[1] for p in pairs])
+            logits = self.stack.forward(x, t, index, gens)
+            if len(active) == 1:
+                per_member = F.cross_entropy(logits[0], y[0]).unsqueeze(0)
+            else:
+                ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+                per_member = ce.view(len(active), -1).mean(dim=1)
+            opt.zero_grad()
+            per_member.sum().backward()
+            if backward_hooks:
+                self._expose_grads(active)
+                for m in backward_hooks:
+                    m.strategy.after_backward(t)
+            opt.step(active, lrs)
+            for m, lr in step_hooks:
+                m.strategy.after_step(t, lr)
+            total += per_member.detach()
+        return [float(v) / max(1, num_batches) for v in total]
+
+    def _expose_grads(self, active: list[int]) -> None:
+        """Give each active member's parameters their rows of the stacked gradients (views)."""
+        for k in active:
+            for param, stack, slot in self.grad_views[k]:
+                param.grad = stack.grad[slot]
+
+    def _finish_task(self, t: int, seconds: float) -> list[TaskRecord | None]:
+        """Evaluate every live member and append its accuracy rows; seconds are shared equally."""
+        live = self.live()
+        share = seconds / max(1, len(live))
+        records: list[TaskRecord | None] = [None] * self.size
+        for k in live:
+            m = self.members[k]
+            m.model.eval()
+            acc_row, val_row = m.evaluate("test"), m.evaluate("val")
+            m.acc_matrix.append(acc_row)
+            m.val_acc_matrix.append(val_row)
+            m.task_seconds.append(share)
+            m.next_task = t + 1
+            counts = m.strategy.parameter_counts(t + 1)
+            loss, penalty = self.last_loss[k], m.strategy.penalty()
+            records[k] = TaskRecord(t + 1, self.num_tasks, acc_row, val_row, share, loss, penalty, counts)
+        self.next_task = t + 1
+        done = [r.acc_row[t] for r in records if r is not None]
+        mean = sum(done) / len(done) if done else float("nan")
+        self.progress(
+            f"task {t + 1}/{self.num_tasks} done in {seconds:.1f}s for {len(live)} members "
+            f"({self.size - len(live)} diverged): mean acc {mean:.2f}% on it"
+        )
+        return records
+
+    # ------------------------------------------------------ checkpoints
+    def checkpoint_state(self) -> dict:
+        """Every member's task-boundary checkpoint plus which members diverged."""
+        return {
+            "format": PACK_FORMAT,
+            "signature": self.signature,
+            "next_task": self.next_task,
+            "diverged": list(self.diverged),
+            "members": [m.checkpoint_state() for m in self.members],
+        }
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        """Restore a `checkpoint_state()` of a pack with the same members in the same order."""
+        if state.get("format") != PACK_FORMAT:
+            raise ValueError(f"pack checkpoint format {state.get('format')} is not {PACK_FORMAT}")
+        if len(state["members"]) != self.size:
+            raise ValueError(f"pack checkpoint holds {len(state['members'])} members, this pack has {self.size}")
+        for member, member_state in zip(self.members, state["members"], strict=True):
+            member.load_checkpoint_state(member_state)
+        self.diverged = list(state["diverged"])
+        self.next_task = state["next_task"]
+
+    def save_checkpoint(self, path: str | Path) -> Path:
+        """Write the pack checkpoint atomically (temp file + rename)."""
+        return save_atomically(self.checkpoint_state(), path)
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Resume from a file written by `save_checkpoint`."""
+        self.load_checkpoint_state(torch.load(path, map_location=self.device, weights_only=True))
+
+    # ----------------------------------------------------------- results
+    def results(self) -> list[RunResult | TrainingDiverged]:
+        """Each member's RunResult, or the TrainingDiverged saying where it diverged."""
+        return [
+            TrainingDiverged(why) if why is not None else m.result()
+            for m, why in zip(self.members, self.diverged, strict=True)
+        ]
+
+
+def run_pack(cfgs: list[RunConfig], progress: Progress | None = None) -> list[RunResult | TrainingDiverged]:
+    """Train `cfgs` as one pack to the end and return each member's outcome."""
+    pack = PackedTrainer(cfgs, progress=progress)
+    for _ in pack.run():
+        pass
+    return pack.results()

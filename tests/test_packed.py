@@ -1,0 +1,192 @@
+"""Packed trials: every member of a pack follows its own sequential run (issue 11, item 2)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from anpyc_core.config import ConfigError, validate_config
+from anpyc_core.packing import PackedTrainer, group_by_signature, pack_refusal, pack_signature
+from anpyc_core.trainer import Trainer, TrainingDiverged
+
+# method settings shared by a pack, and per-member values (member k of 4) that differ inside it
+CASES = {
+    "anpyc": ({"method": "anpyc", "beta": 20.0}, {"strategy.lam": [0.5, 1, 2, 4], "strategy.beta": [20, 10, 0, 35]}),
+    "anpyc_update_momentum": (
+        {"method": "anpyc", "consolidation": "update", "beta": 20.0},
+        {"optim.momentum": [0, 0.9, 0.5, 0.9], "strategy.lam": [1, 2, 3, 4]},
+    ),
+    "ewc": ({"method": "ewc"}, {"strategy.lam": [10, 20, 30, 40]}),
+    "ewc_expected_max": (
+        {"method": "ewc", "fisher": "expected", "accumulate": "max"},
+        {"strategy.lam": [10, 20, 30, 40]},
+    ),
+    "mas": ({"method": "mas"}, {"strategy.lam": [0.5, 1, 2, 3], "optim.lr": [0.1, 0.05, 0.2, 0.08]}),
+    "si": ({"method": "si"}, {"strategy.lam": [0.5, 1, 2, 3], "strategy.si_xi": [0.1, 0.2, 0.05, 1.0]}),
+    "magnitude_random_pruning": (
+        {"method": "regularised", "importance": "magnitude", "pruning": "random"},
+        {"strategy.beta": [50, 40, 30, 20]},
+    ),
+    "random_importance_no_pretrain": (
+        {"method": "regularised", "importance": "random", "pruning": "greedy_no_pretrain", "beta": 20.0},
+        {"strategy.prune_step": [10, 20, 5, 50]},
+    ),
+    "xdg": ({"method": "anpyc", "pruning": "xdg"}, {"strategy.xdg_gate": [0.8, 0.5, 0.2, 0.6]}),
+    "finetune_dropout_decay": (
+        {"method": "finetune"},
+        {"model.dropout": [0.0, 0.2, 0.5, 0.1], "optim.lr_decay": [1.0, 0.5, 0.9, 0.7]},
+    ),
+    "sgd": ({"method": "sgd"}, {"optim.momentum": [0, 0.9, 0.5, 0.9]}),
+    "sgd_f": ({"method": "sgd_f"}, {"optim.lr": [0.1, 0.05, 0.2, 0.02]}),
+}
+
+
+def member_config(strategy: dict, varied: dict, k: int, **extra):
+    """Member k's run config: digits, 3 tasks, a small net, its own seed and varied values."""
+    raw = {
+        "seed": k,
+        "device": "cpu",
+        "data": {"benchmark": "digits", "num_tasks": 3},
+        "model": {"hidden": [48, 24]},
+        "optim": {"epochs": 3, "batch_size": 32, "lr": 0.1},
+        "strategy": dict(strategy),
+    }
+    for key, values in {**varied, **extra}.items():
+        section, name = key.split(".")
+        raw[section][name] = values[k]
+    return validate_config(raw)
+
+
+def state_of(trainer: Trainer) -> dict[str, torch.Tensor]:
+    """Parameters and (where the method has one) Ω of a run, by name."""
+    out = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    omega = trainer.strategy.importance()
+    for n, t in (omega or {}).items():
+        out[f"omega:{n}"] = t.clone()
+    return out
+
+
+def assert_close(seq: dict, packed: dict, rel: float) -> None:
+    """Every tensor of `packed` equals `seq` (rel = 0) or matches it to `rel` of its largest value."""
+    assert seq.keys() == packed.keys()
+    for name, a in seq.items():
+        b = packed[name]
+        if rel == 0:
+            assert torch.equal(a, b), name
+        else:
+            scale = a.abs().max().clamp(min=1e-12)
+            assert float((a - b).abs().max() / scale) <= rel, name
+
+
+def follow(cfgs, rel: float, acc_points: float) -> None:
+    """Train the pack and each member's sequential run side by side, comparing at every task boundary."""
+    pack = PackedTrainer(cfgs)
+    singles = [Trainer(cfg) for cfg in cfgs]
+    for t in range(len(singles[0].tasks)):
+        pack.run_task(t)
+        for k, single in enumerate(singles):
+            single.run_task(t)
+            member = pack.members[k]
+            assert_close(state_of(single), state_of(member), rel)
+            assert single.strategy.free_count() == member.strategy.free_count()
+            for split in ("acc_matrix", "val_acc_matrix"):
+                rows_a, rows_b = getattr(single, split), getattr(member, split)
+                pairs = [(a, b) for ra, rb in zip(rows_a, rows_b, strict=True) for a, b in zip(ra, rb, strict=True)]
+                worst = max(abs(a - b) for a, b in pairs)
+                assert worst <= acc_points, split
+    learned = [pack.members[0].acc_matrix[t + 1][t] for t in range(len(singles[0].tasks))]
+    assert max(learned) > 70, f"the case must learn something to be a test: {learned}"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_pack_of_one_is_the_sequential_run_bit_for_bit(case):
+    strategy, varied = CASES[case]
+    follow([member_config(strategy, varied, 1)], rel=0.0, acc_points=0.0)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_each_member_of_four_follows_its_sequential_run(case):
+    strategy, varied = CASES[case]
+    follow([member_config(strategy, varied, k) for k in range(4)], rel=1e-5, acc_points=0.5)
+
+
+def test_a_diverging_member_stops_and_the_others_go_on():
+    strategy, varied = CASES["ewc"]
+    lrs = {"optim.lr": [0.1, 1e6, 0.1]}
+    cfgs = [member_config(strategy, varied, k, **lrs) for k in range(3)]
+    pack = PackedTrainer(cfgs)
+    for _ in pack.run():
+        pass
+    outcome = pack.results()
+    assert isinstance(outcome[1], TrainingDiverged) and "training loss became" in str(outcome[1])
+    for k in (0, 2):
+        single = Trainer(cfgs[k])
+        for _ in single.run():
+            pass
+        assert outcome[k].acc_matrix == single.acc_matrix
+        assert_close(state_of(single), state_of(pack.members[k]), 1e-5)
+
+
+def test_pack_checkpoint_resume_is_bit_identical(tmp_path):
+    strategy, varied = CASES["anpyc"]
+    cfgs = [member_config(strategy, varied, k) for k in range(3)]
+    whole = PackedTrainer(cfgs)
+    for _ in whole.run():
+        pass
+    first = PackedTrainer(cfgs)
+    first.run_task(0)
+    path = first.save_checkpoint(tmp_path / "pack.pt")
+    resumed = PackedTrainer(cfgs)
+    resumed.load_checkpoint(path)
+    assert resumed.next_task == 1
+    for _ in resumed.run():
+        pass
+    for a, b in zip(whole.members, resumed.members, strict=True):
+        assert_close(state_of(a), state_of(b), 0.0)
+        assert a.acc_matrix == b.acc_matrix
+
+
+def test_members_that_do_not_prune_keep_still_while_others_retrain():
+    # member 1 has β = 0 (no rounds): its weights after task 1 equal a run without retraining at all
+    strategy, varied = CASES["anpyc"]
+    cfgs = [member_config(strategy, varied, k, **{"strategy.beta": [30, 0]}) for k in range(2)]
+    pack = PackedTrainer(cfgs)
+    pack.run_task(0)
+    alone = Trainer(cfgs[1])
+    alone.run_task(0)
+    assert_close(state_of(alone), state_of(pack.members[1]), 0.0)
+    assert pack.members[0].strategy.free_count() > 0 and pack.members[1].strategy.free_count() == 0
+
+
+@pytest.mark.parametrize(
+    ("strategy", "optim", "needle"),
+    [
+        ({"method": "lwf"}, {}, "strategy.method: 'lwf' is not packable"),
+        ({"method": "hat"}, {}, "strategy.method: 'hat' is not packable"),
+        ({"method": "joint"}, {}, "strategy.method: 'joint' is not packable"),
+        ({"method": "ewc"}, {"optimizer": "adam"}, "optim.optimizer: 'adam' is not packable"),
+    ],
+)
+def test_unpackable_configs_are_refused_in_one_line(strategy, optim, needle):
+    cfg = validate_config({"device": "cpu", "strategy": strategy, "optim": optim})
+    assert needle in pack_refusal(cfg) and "\n" not in pack_refusal(cfg)
+    with pytest.raises(ConfigError, match=needle):
+        PackedTrainer([cfg])
+
+
+def test_signature_separates_shapes_and_keeps_member_fields_apart():
+    base = {"device": "cpu", "strategy": {"method": "anpyc"}}
+    a = validate_config(base)
+    same = validate_config({**base, "seed": 3, "optim": {"lr": 0.01}, "model": {"dropout": 0.5}})
+    wider = validate_config({**base, "model": {"hidden": [256, 256]}})
+    other = validate_config({**base, "strategy": {"method": "ewc"}})
+    assert pack_signature(a) == pack_signature(same)
+    assert len({pack_signature(a), pack_signature(wider), pack_signature(other)}) == 3
+    with pytest.raises(ConfigError, match="member 1 differs"):
+        PackedTrainer([a, wider])
+    lwf = validate_config({**base, "strategy": {"method": "lwf"}})
+    packs = group_by_signature([a, wider, same, lwf, a, a], max_members=2)
+    assert packs == [[0, 2], [1], [3], [4, 5]]
+    assert math.prod(len(p) for p in packs) == 4
