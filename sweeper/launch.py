@@ -14,6 +14,8 @@ from ray import tune
 
 from anpyc_core.config import validate_config
 from anpyc_core.data import load_raw
+from anpyc_core.packing import group_by_signature
+from sweeper.packed_trainable import train_pack
 from sweeper.spec import RUNTIME_FIELDS, StudySpec
 from sweeper.storage import StorageError
 from sweeper.trainable import joint_key, train_trial
@@ -54,6 +56,15 @@ def tune_space(spec: StudySpec) -> dict[str, Any]:
         "seed": spec.seeds[0] if len(spec.seeds) == 1 else tune.choice(spec.seeds),
         "point": point,
     }
+
+
+def pack_groups(spec: StudySpec) -> list[list[dict[str, Any]]]:
+    """The trials of a grid study ({ablation, seed, point}) grouped into packs by pack signature."""
+    trials = [
+        {"ablation": a, "seed": s, "point": p} for a in spec.ablations for s in spec.seeds for p in spec.grid_points()
+    ]
+    cfgs = [validate_config(spec.run_config(t["ablation"], t["seed"], t["point"])) for t in trials]
+    return [[trials[i] for i in group] for group in group_by_signature(cfgs, spec.pack.max_members)]
 
 
 def search_algorithm(spec: StudySpec):
@@ -263,8 +274,11 @@ def launch(spec: StudySpec, spec_yaml: str, resume: bool = False, address: str |
     # Tune learns of trial checkpoints through its experiment snapshot; snapshot every second so a
     # killed driver's in-flight trials resume from their last task, not from task 1.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    packed = spec.pack.max_members > 1
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, spec=spec.model_dump(mode="json"), datasets=datasets, joint_refs=refs),
+        tune.with_parameters(
+            train_pack if packed else train_trial, spec=spec.model_dump(mode="json"), datasets=datasets, joint_refs=refs
+        ),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
     callbacks = [StudyRecorder(spec, spec_yaml)]  # a restored Tuner brings back its own copy
@@ -280,7 +294,9 @@ def launch(spec: StudySpec, spec_yaml: str, resume: bool = False, address: str |
         max_tasks = max(validate_config(c).data.tasks for c in configs)
         tuner = tune.Tuner(
             trainable,
-            param_space=tune_space(spec),
+            param_space={"pack": tune.grid_search([json.dumps(g) for g in pack_groups(spec)])}
+            if packed
+            else tune_space(spec),
             tune_config=tune.TuneConfig(
                 search_alg=search_algorithm(spec),
                 scheduler=scheduler(spec, max_tasks),

@@ -98,6 +98,12 @@ class Resources(_Strict):
     gpu: float = Field(0.0, ge=0)
 
 
+class PackConfig(_Strict):
+    """Packed trials: up to `max_members` trials with one pack signature train in one process (1: off)."""
+
+    max_members: int = Field(1, ge=1, le=1024)
+
+
 class StudySpec(_Strict):
     """A whole study."""
 
@@ -114,6 +120,7 @@ class StudySpec(_Strict):
     max_concurrent_trials: int = Field(2, ge=1)
     max_failures: int = Field(2, ge=0)
     resources: Resources = Field(default_factory=Resources)
+    pack: PackConfig = Field(default_factory=PackConfig)
     joint_reference: bool = False
     snapshots: Literal["none", "ends", "all"] = "ends"  # task boundaries whose snapshot is kept
     checkpoints: Literal["latest", "all"] = "latest"  # latest: a trial keeps its last two task checkpoints
@@ -138,6 +145,11 @@ class StudySpec(_Strict):
             raise ValueError("optuna.sampler: cmaes handles a single objective; use tpe, gp or random")
         if len(self.objectives) > 1 and self.scheduler.kind != "none":
             raise ValueError("scheduler: asha needs a single objective")
+        if self.pack.max_members > 1 and (self.searcher != "grid" or self.scheduler.kind != "none"):
+            raise ValueError(
+                "pack.max_members: packed trials run grid studies without a scheduler for now "
+                "(optuna and asha run one trial per process); set pack.max_members: 1"
+            )
         if self.remote_storage and not (self.tracking_uri or "").startswith(("http://", "https://")):
             raise ValueError(
                 f"tracking_uri: storage {self.storage} is shared by every node, so the tracking store must be "

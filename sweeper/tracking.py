@@ -174,10 +174,16 @@ class StudyRecorder(Callback):
 
     # ----------------------------------------------------------- events
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        """Create or reattach the trial's run and mark it RUNNING."""
-        self.client.update_run(self.run_id(trial), status="RUNNING")
+        """Create or reattach the trial's run (each member's, for a pack) and mark it RUNNING."""
+        for one in members_of(trial):
+            self.client.update_run(self.run_id(one), status="RUNNING")
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
+        """Record the finished tasks of the trial, or of every member of a pack."""
+        for one in members_of(trial, result):
+            self._trial_result(one, result if one is trial else one.last_result)
+
+    def _trial_result(self, trial, result: dict) -> None:
         """Every finished task not yet recorded: rows in tasks.parquet and boundaries.parquet, then its
         metric step in MLflow (a step is done once MLflow has it, so a failed write is redone later)."""
         if "diverged" in result:  # no new task finished; on_trial_complete records the reason
@@ -216,17 +222,23 @@ class StudyRecorder(Callback):
 
         Only the snapshot files are fetched (the trial names them in its result); the checkpoint
         itself stays where the trial wrote it."""
-        names = json.loads((trial.last_result or {}).get("snapshot_files", "[]"))
-        if not names:
-            return
-        with tempfile.TemporaryDirectory() as folder:
-            for name in names:  # same artifact path on a replay: overwritten, never duplicated
-                local = Path(folder) / name
-                with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{name}") as src:
-                    local.write_bytes(src.read())
-                self.client.log_artifact(self.run_id(trial), str(local), "snapshots")
+        for one in members_of(trial, trial.last_result or {}):
+            names = json.loads((one.last_result or {}).get("snapshot_files", "[]"))
+            if not names:
+                continue
+            with tempfile.TemporaryDirectory() as folder:
+                for name in names:  # same artifact path on a replay: overwritten, never duplicated
+                    local = Path(folder) / Path(name).name
+                    with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{name}") as src:
+                        local.write_bytes(src.read())
+                    self.client.log_artifact(self.run_id(one), str(local), "snapshots")
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        """Close the trial's record, or every member's record of a pack."""
+        for one in members_of(trial, trial.last_result or {}):
+            self._trial_complete(one)
+
+    def _trial_complete(self, trial) -> None:
         """Final metrics, matrices and heatmap; run FINISHED; row in trials.parquet."""
         result = trial.last_result or {}
         run_id = self.run_id(trial)
@@ -251,6 +263,14 @@ class StudyRecorder(Callback):
         self._write_trial_row(trial, run_id, status, result, error=None)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        """The trial failed for good (for a pack: every member but those that diverged)."""
+        for one in members_of(trial, trial.last_result or {}):
+            if "diverged" in (one.last_result or {}):
+                self._trial_complete(one)
+            else:
+                self._trial_error(one)
+
+    def _trial_error(self, trial) -> None:
         """Run FAILED with the reason as a tag; row with status ERROR."""
         run_id = self.run_id(trial)
         reason = error_reason(trial)
@@ -267,25 +287,27 @@ class StudyRecorder(Callback):
         for result in grid:
             metrics = result.metrics or {}
             tid = metrics.get("trial_id")
-            if tid is None or tid in recorded:
+            if tid is None:
                 continue
             trial = SimpleNamespace(
                 trial_id=tid, config=result.config, last_result=metrics, error_file=None, error_msg=str(result.error)
             )
-            if result.error is not None:
-                self.on_trial_error(0, [], trial)
-            else:
-                if "history" in metrics:
-                    self.on_trial_result(0, [], trial, metrics)
-                self.on_trial_complete(0, [], trial)
-            fixed += 1
+            for one in members_of(trial, metrics):
+                if one.trial_id in recorded:
+                    continue
+                if result.error is not None and "diverged" not in (one.last_result or {}):
+                    self._trial_error(one)
+                else:
+                    if "history" in (one.last_result or {}):
+                        self._trial_result(one, one.last_result)
+                    self._trial_complete(one)
+                fixed += 1
         return fixed
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """Close the parent run, and any trial run Tune no longer drives."""
-        for trial in trials:
-            run_id = self.runs.get(trial.trial_id)
-            if run_id and self.client.get_run(run_id).info.status == "RUNNING":
+        for run_id in self.runs.values():  # trials and pack members alike
+            if self.client.get_run(run_id).info.status == "RUNNING":
                 self.client.set_terminated(run_id, status="KILLED")
         self.client.set_terminated(self.parent_id, status="FINISHED")
 
@@ -324,6 +346,27 @@ class StudyRecorder(Callback):
         import matplotlib.pyplot as plt
 
         plt.close(fig)
+
+
+def members_of(trial, result: dict | None = None) -> list:
+    """The trial itself, or for a pack trial one trial-like record per member (id `<trial>_m<k>`, its own
+    config and its own part of `result`)."""
+    if "pack" not in (trial.config or {}):
+        return [trial]
+    members = json.loads(trial.config["pack"])
+    parts = json.loads(result["members"]) if result and "members" in result else [{} for _ in members]
+    if result and "node_ip" in result:  # where the pack runs is where each member runs
+        parts = [{**part, "node_ip": result["node_ip"]} for part in parts]
+    return [
+        SimpleNamespace(
+            trial_id=f"{trial.trial_id}_m{k}",
+            config=config,
+            last_result=part,
+            error_file=getattr(trial, "error_file", None),
+            error_msg=getattr(trial, "error_msg", None),
+        )
+        for k, (config, part) in enumerate(zip(members, parts, strict=True))
+    ]
 
 
 def error_reason(trial) -> str:

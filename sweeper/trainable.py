@@ -100,9 +100,9 @@ def task_entry(trainer: Trainer, record) -> dict[str, Any]:
     }
 
 
-def report_task(trainer: Trainer, record, spec: dict, resumed_from: int, history: list[dict]) -> None:
-    """`tune.report` one finished task: metrics so far, every task's record, and a checkpoint of the
-    whole state. Each report carries the whole history, so the driver can fill any gap it left."""
+def task_report(trainer: Trainer, record, resumed_from: int, history: list[dict]) -> dict[str, Any]:
+    """What one finished task reports: metrics so far, every task's record (so the driver can fill any
+    gap it left) and, after the last task, the final metrics and matrices. Updates `history`."""
     entry = task_entry(trainer, record)
     history[:] = [h for h in history if h["task"] < record.task] + [entry]
     metrics: dict[str, Any] = {
@@ -121,12 +121,24 @@ def report_task(trainer: Trainer, record, spec: dict, resumed_from: int, history
         metrics["val_acc_matrix"] = json.dumps(result.val_acc_matrix)
         metrics["seconds"] = result.seconds
         metrics["run_config"] = json.dumps(result.config)
-    snapshots = []
+    return metrics
+
+
+def write_task_files(folder: Path, trainer: Trainer, record, spec: dict, history: list[dict]) -> list[str]:
+    """History (and the snapshot the study keeps, if any) of one run into `folder`; the snapshot names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / HISTORY_FILE).write_text(json.dumps(history))
+    if not wants_snapshot(spec.get("snapshots", "ends"), record.task, record.num_tasks):
+        return []
+    torch.save(trainer.snapshot(), folder / snapshot_name(record.task))
+    return [snapshot_name(record.task)]
+
+
+def report_task(trainer: Trainer, record, spec: dict, resumed_from: int, history: list[dict]) -> None:
+    """`tune.report` one finished task with a checkpoint of the whole state."""
+    metrics = task_report(trainer, record, resumed_from, history)
     with tempfile.TemporaryDirectory() as folder:
         trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
-        (Path(folder) / HISTORY_FILE).write_text(json.dumps(history))
-        if wants_snapshot(spec.get("snapshots", "ends"), record.task, record.num_tasks):
-            snapshots.append(snapshot_name(record.task))
-            torch.save(trainer.snapshot(), Path(folder) / snapshots[-1])
+        snapshots = write_task_files(Path(folder), trainer, record, spec, history)
         metrics["snapshot_files"] = json.dumps(snapshots)  # the driver copies these to MLflow, nothing else
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))

@@ -21,7 +21,7 @@ import torch
 from torch.nn import functional as F
 
 from anpyc_core.config import ConfigError, RunConfig
-from anpyc_core.data import build_tasks, load_raw
+from anpyc_core.data import RawDataset, build_tasks, load_raw
 from anpyc_core.data.tasks import as_device_tensor
 from anpyc_core.packing.optim import StackedSGD
 from anpyc_core.packing.signature import pack_refusal, pack_signature
@@ -48,7 +48,13 @@ def _overrides(strategy: Strategy, hook: str) -> bool:
 class PackedTrainer:
     """K continual-learning runs that share a pack signature, trained together on one device."""
 
-    def __init__(self, cfgs: list[RunConfig], progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        cfgs: list[RunConfig],
+        progress: Progress | None = None,
+        raw: RawDataset | None = None,
+        joint_references: list[dict | None] | None = None,
+    ) -> None:
         if not cfgs:
             raise ConfigError("pack: needs at least one run config")
         for cfg in cfgs:
@@ -64,10 +70,12 @@ class PackedTrainer:
         self.device = resolve_device(cfgs[0].device)
         self.progress = progress or (lambda msg: None)
         data = cfgs[0].data
-        raw = load_raw(data.benchmark, data.data_dir, data.download)
+        raw = raw if raw is not None else load_raw(data.benchmark, data.data_dir, data.download)
         images = as_device_tensor(raw.x_train, self.device), as_device_tensor(raw.x_test, self.device)
+        references = joint_references or [None] * len(cfgs)
         self.members = [
-            Trainer(cfg, tasks=build_tasks(cfg.data, raw, cfg.seed, self.device, images=images)) for cfg in cfgs
+            Trainer(cfg, tasks=build_tasks(cfg.data, raw, cfg.seed, self.device, images=images), joint_reference=ref)
+            for cfg, ref in zip(cfgs, references, strict=True)
         ]
         self.stack = StackedMLP([m.model for m in self.members])
         for member in self.members:  # strategies that cached the parameters now see the views
