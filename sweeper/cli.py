@@ -47,6 +47,17 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def check_writable_dir(folder: Path, option: str) -> None:
+    """Create `folder` and write a probe file there, before any work: UsageError naming `option` if not."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UsageError(f"{option} {folder}: cannot write there ({err.strerror or err})") from None
+
+
 def format_table(result: dict) -> str:
     """The accuracy matrix and metrics as a fixed-width text table."""
     P = result["acc_matrix"]
@@ -111,9 +122,12 @@ def train(
         reference = load_joint_reference(joint, cfg) if joint else None
         if resume and checkpoint_dir is None:
             raise UsageError("--resume needs --checkpoint-dir")
+        out = out or Path("runs") / cfg.run_id()
+        check_writable_dir(out, "--out")  # before training: a result that cannot be written is lost
+        if checkpoint_dir is not None:
+            check_writable_dir(checkpoint_dir, "--checkpoint-dir")
     except (ConfigError, UsageError) as err:
         fail(str(err), 2)
-    out = out or Path("runs") / cfg.run_id()
 
     def progress(msg: str) -> None:
         if not quiet or not msg.startswith("  "):

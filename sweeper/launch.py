@@ -243,7 +243,25 @@ def checkpoint_config(spec: StudySpec) -> tune.CheckpointConfig:
 
 
 def launch(spec: StudySpec, spec_yaml: str, resume: bool = False, address: str | None = None) -> Any:
-    """Run (or resume) the study; returns Tune's ResultGrid."""
+    """Run (or resume) the study, holding its launch lock; returns Tune's ResultGrid."""
+    from sweeper.study_lock import StudyBusy, StudyLock
+
+    try:
+        spec.store.exists(STUDY_FILE)  # an unreachable storage is one line before anything is created
+    except StorageError as err:
+        raise StudyError(str(err)) from None
+    check_storage(spec)
+    try:
+        lock = StudyLock(spec).__enter__()
+    except StudyBusy as err:
+        raise StudyError(str(err)) from None
+    try:
+        return _launch(spec, spec_yaml, resume, address)
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None) -> Any:
     from sweeper.tracking import StudyRecorder, tracking_client
 
     exp_dir = f"{spec.tune_storage}/{TUNE_DIR}"

@@ -26,7 +26,7 @@ MAX_TRIALS_WITHOUT_YES = 200
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Dimension(_Strict):
@@ -232,11 +232,16 @@ def parse_study(raw: dict[str, Any], origin: str = "study") -> StudySpec:
     for ablation in spec.ablations:
         points = spec.grid_points() if spec.searcher == "grid" else [_corner(spec, i) for i in (0, 1)]
         for point in points or [{}]:
+            where = f"ablation {ablation!r}" + (f" at {point}" if point else "")
             try:
-                spec.run_config(ablation, spec.seeds[0], point)
+                cfg = spec.run_config(ablation, spec.seeds[0], point)
             except ConfigError as err:
-                where = f"ablation {ablation!r}" + (f" at {point}" if point else "")
                 raise ConfigError(f"{origin}: {where}: {err}") from None
+            if cfg["data"]["val_fraction"] == 0:
+                raise ConfigError(
+                    f"{origin}: {where}: data.val_fraction: 0 leaves no validation split, but the study selects by "
+                    f"{spec.objectives[0].metric}; use a fraction in (0, 0.5)"
+                )
     return spec
 
 
