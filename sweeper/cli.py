@@ -16,7 +16,7 @@ from pathlib import Path
 import typer
 from pydantic import ValidationError
 
-from anpyc_core.config import ConfigError, load_config
+from anpyc_core.config import ConfigError, apply_overrides, load_config, parse_override
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)  # MLflow's INFO lines would break one-line errors
 
@@ -98,8 +98,23 @@ def load_joint_reference(path: Path, cfg) -> dict:
     return {"test": ref["acc_matrix"][-1], "val": ref["val_acc_matrix"][-1]}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from anpyc_core import __version__
+        from sweeper.version import code_version_tags
+
+        tags = code_version_tags()
+        commit = tags.get("anpyc_commit", "unknown commit")
+        typer.echo(f"anpyc-sweep {__version__} ({commit})")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     """ANPyC and its rivals: train one run locally, or sweep studies on Ray Tune."""
 
 
@@ -192,9 +207,55 @@ def _study(path: Path, storage: str | None = None, tracking_uri: str | None = No
             raw["resources"] = {**(raw.get("resources") or {}), **resources}
         if runtime.get("max_concurrent_trials") is not None:
             raw["max_concurrent_trials"] = runtime["max_concurrent_trials"]
+        if runtime.get("base_overrides"):
+            pairs = dict(parse_override(o) for o in runtime["base_overrides"])
+            raw["base"] = apply_overrides(raw.get("base") or {}, pairs)
         return parse_study(raw, origin=str(path))
     except ConfigError as err:
         fail(str(err), 2)
+
+
+def print_trials(spec) -> None:
+    """`launch --dry-run`: every trial a grid study runs (with its pack), or an Optuna study's space."""
+    from sweeper.packs import pack_groups
+
+    if spec.searcher != "grid":
+        typer.echo(f"{spec.name}: optuna ({spec.optuna.sampler}), {spec.optuna.num_samples} trials sampled from:")
+        for key, dim in spec.search.items():
+            typer.echo(f"  {key}: {dim.model_dump(exclude_none=True)}")
+        typer.echo(f"  ablation: {list(spec.ablations)}  seed: {spec.seeds}")
+        return
+    groups = pack_groups(spec) if spec.pack.max_members > 1 else [[t] for t in spec.grid_trials()]
+    n = 0
+    for g, group in enumerate(groups, 1):
+        if spec.pack.max_members > 1:
+            typer.echo(f"pack {g} ({len(group)} members):")
+        for trial in group:
+            n += 1
+            point = " ".join(f"{k}={v}" for k, v in trial["point"].items())
+            typer.echo(f"  {n:>4}  ablation={trial['ablation']} seed={trial['seed']} {point}".rstrip())
+    packs = f" in {len(groups)} packs" if spec.pack.max_members > 1 else ""
+    typer.echo(f"{spec.name}: {n} trials{packs}; nothing was run (--dry-run)")
+
+
+@app.command(name="list")
+def list_(storage: str = typer.Option("studies_out", "--storage", help="A storage folder or s3://... URI.")) -> None:
+    """The studies in a storage, with their trial counts by status."""
+    from sweeper.query import list_studies
+    from sweeper.storage import StorageError
+
+    try:
+        studies = list_studies(storage)
+    except StorageError as err:
+        fail(str(err), 1)
+    if not studies:
+        typer.echo(f"no studies in {storage}")
+        return
+    typer.echo(f"{'study':<32}{'expected':>9}  recorded by status")
+    for st in studies:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(st["parquet"].items())) or "none yet"
+        expected = "?" if st["expected_trials"] is None else str(st["expected_trials"])
+        typer.echo(f"{st['study']:<32}{expected:>9}  {counts}")
 
 
 @app.command()
@@ -219,6 +280,8 @@ def launch(
         None, "--gpus-per-trial", help="GPUs per trial, fractional to share (overrides resources.gpu)."
     ),
     max_concurrent: int = typer.Option(None, "--max-concurrent", help="Trials at once (overrides the study's)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a field of the base run config: key.path=value."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded trials and their count; run nothing."),
     yes: bool = typer.Option(False, "--yes", help=f"Allow more than {200} trials."),
 ) -> None:
     """Run a study on Ray Tune (locally, or on a cluster with --address).
@@ -226,7 +289,7 @@ def launch(
     --cpus-per-trial, --gpus-per-trial and --max-concurrent never change results, so --resume takes them too."""
     from sweeper.launch import StudyError, spec_text, unfinished_trials
     from sweeper.launch import launch as run_launch
-    from sweeper.query import best_trials
+    from sweeper.query import best_configs
     from sweeper.spec import MAX_TRIALS_WITHOUT_YES
 
     spec = _study(
@@ -236,7 +299,11 @@ def launch(
         resources_cpu=cpus_per_trial,
         resources_gpu=gpus_per_trial,
         max_concurrent_trials=max_concurrent,
+        base_overrides=set_,
     )
+    if dry_run:
+        print_trials(spec)
+        return
     if spec.trial_count() > MAX_TRIALS_WITHOUT_YES and not yes:
         fail(
             f"{spec.name}: {spec.trial_count()} trials is more than {MAX_TRIALS_WITHOUT_YES}; pass --yes to run them", 2
@@ -267,7 +334,7 @@ def launch(
             130,
         )
     obj = spec.objectives[0]
-    best = best_trials(spec, obj.metric, obj.mode, 1)
+    best = best_configs(spec, 1)
     typer.echo(
         f"study {spec.name} done: results in {spec.tune_storage} (trials.parquet, tasks.parquet), "
         f"MLflow at {spec.resolved_tracking_uri()}"
@@ -275,8 +342,9 @@ def launch(
     if best:
         b = best[0]
         typer.echo(
-            f"best by {obj.metric}: run {b['run_id']} ablation={b['ablation']} seed={b['seed']} "
-            f"{obj.metric}={b[obj.metric]:.2f} test_acc={b['test_acc']:.2f} params={b['params']}"
+            f"best configuration by mean {obj.metric} over {b['n']} seed(s): ablation={b['ablation']} "
+            f"params={b['params']} {obj.metric}={fmt_mean_std(b[obj.metric], b[obj.metric + '_std'])} "
+            f"test_acc={fmt_mean_std(b['test_acc'], b['test_acc_std'])} (runs: {', '.join(b['run_ids'])})"
         )
 
 
@@ -303,12 +371,13 @@ def best(
     study: Path = typer.Argument(..., help="Study YAML."),
     metric: str = typer.Option(None, "--metric", help="Validation metric (default: the study's first objective)."),
     top: int = typer.Option(5, "--top", min=1),
+    per_trial: bool = typer.Option(False, "--per-trial", help="Rank single trials, not configurations."),
     as_json: bool = typer.Option(False, "--json"),
     storage: str = typer.Option(None, "--storage"),
     tracking_uri: str = typer.Option(None, "--tracking-uri"),
 ) -> None:
-    """The best finished trials of a study, from MLflow."""
-    from sweeper.query import QueryError, best_trials
+    """The best configurations of a study by the mean over seeds (multi-objective: the Pareto set)."""
+    from sweeper.query import QueryError, best_configs, best_trials
     from sweeper.spec import Objective
 
     spec = _study(study, storage, tracking_uri)
@@ -317,8 +386,10 @@ def best(
     except ValidationError as err:
         fail(f"--metric: {err.errors()[0]['msg'].removeprefix('Value error, ')}", 2)
     mode = obj.mode if metric is None else ("min" if obj.metric in ("val_forgetting",) else "max")
+    if metric is not None:  # rank by the asked metric alone
+        spec = spec.model_copy(update={"objectives": [Objective(metric=obj.metric, mode=mode)]})
     try:
-        rows = best_trials(spec, obj.metric, mode, top)
+        rows = best_trials(spec, obj.metric, mode, top) if per_trial else best_configs(spec, top)
     except QueryError as err:
         fail(str(err), 2)
     except RuntimeError as err:
@@ -326,12 +397,27 @@ def best(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    typer.echo(f"{'rank':<5}{'run id':<34}{'ablation':<18}{'seed':>5}{obj.metric:>12}{'test_acc':>10}  params")
+    if per_trial:
+        typer.echo(f"{'rank':<5}{'run id':<34}{'ablation':<18}{'seed':>5}{obj.metric:>12}{'test_acc':>10}  params")
+        for i, r in enumerate(rows, 1):
+            typer.echo(
+                f"{i:<5}{r['run_id']:<34}{r['ablation']:<18}{r['seed']:>5}{r[obj.metric]:>12.2f}"
+                f"{r['test_acc']:>10.2f}  {r['params']}"
+            )
+        return
+    metrics = [o.metric for o in spec.objectives]
+    title = "Pareto set of the objectives' means" if len(metrics) > 1 else f"ranked by mean {obj.metric}"
+    typer.echo(f"{spec.name}: configurations {title} over seeds (mean ± std, n trials)")
+    head = "".join(f"{m:>20}" for m in [*metrics, "test_acc"])
+    typer.echo(f"{'rank':<5}{'ablation':<18}{head}{'n':>4}  params")
     for i, r in enumerate(rows, 1):
-        typer.echo(
-            f"{i:<5}{r['run_id']:<34}{r['ablation']:<18}{r['seed']:>5}{r[obj.metric]:>12.2f}"
-            f"{r['test_acc']:>10.2f}  {r['params']}"
-        )
+        cells = "".join(f"{fmt_mean_std(r[m], r[m + '_std']):>20}" for m in [*metrics, "test_acc"])
+        typer.echo(f"{i:<5}{r['ablation']:<18}{cells}{r['n']:>4}  {r['params']}")
+
+
+def fmt_mean_std(mean: float | None, std: float | None) -> str:
+    """'75.31 ± 0.42' (or '-' without a value)."""
+    return "-" if mean is None else f"{mean:.2f} ± {std:.2f}"
 
 
 @app.command()

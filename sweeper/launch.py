@@ -14,8 +14,8 @@ from ray import tune
 
 from anpyc_core.config import validate_config
 from anpyc_core.data import load_raw
-from anpyc_core.packing import group_by_signature
 from sweeper.packed_trainable import train_pack
+from sweeper.packs import pack_groups
 from sweeper.spec import RUNTIME_FIELDS, StudySpec
 from sweeper.storage import StorageError
 from sweeper.trainable import joint_key, train_trial
@@ -56,15 +56,6 @@ def tune_space(spec: StudySpec) -> dict[str, Any]:
         "seed": spec.seeds[0] if len(spec.seeds) == 1 else tune.choice(spec.seeds),
         "point": point,
     }
-
-
-def pack_groups(spec: StudySpec) -> list[list[dict[str, Any]]]:
-    """The trials of a grid study ({ablation, seed, point}) grouped into packs by pack signature."""
-    trials = [
-        {"ablation": a, "seed": s, "point": p} for a in spec.ablations for s in spec.seeds for p in spec.grid_points()
-    ]
-    cfgs = [validate_config(spec.run_config(t["ablation"], t["seed"], t["point"])) for t in trials]
-    return [[trials[i] for i in group] for group in group_by_signature(cfgs, spec.pack.max_members)]
 
 
 def search_algorithm(spec: StudySpec):

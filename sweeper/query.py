@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import statistics
 import tempfile
 from pathlib import Path
+
+import yaml
 
 from anpyc_core.config import apply_overrides, parse_override, validate_config
 from anpyc_core.trainer import run_config
@@ -58,6 +61,96 @@ def best_trials(spec: StudySpec, metric: str, mode: str, top: int) -> list[dict]
                 "test_acc": run.data.metrics.get("final_test_acc"),
                 "params": searched,
             }
+        )
+    return out
+
+
+def _typed(text: str | None):
+    """A logged param string back as the number (or value) it was: '32.0' -> 32.0."""
+    if text is None:
+        return None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def best_configs(spec: StudySpec, top: int | None = None) -> list[dict]:
+    """Configurations (ablation + searched values) ranked by the mean over seeds of the first objective.
+
+    Each entry: ablation, params (typed), n, seeds, run_ids, and per objective metric (plus test_acc)
+    its mean and std over the configuration's finished trials. With several objectives the entries
+    are the Pareto set of the means (none is better in every objective), ranked by the first."""
+    client = read_client(spec.resolved_tracking_uri(), f"study {spec.name}")
+    exp_id = study_experiment_id(client, spec)
+    runs = client.search_runs(
+        [exp_id], filter_string=f"tags.{TAG_ROLE} = 'trial' and attributes.status = 'FINISHED'", max_results=50000
+    )
+    metrics = [o.metric for o in spec.objectives]
+    groups: dict[str, dict] = {}
+    for run in runs:
+        values = {m: run.data.metrics.get(f"final_{m}") for m in [*metrics, "test_acc"]}
+        if any(values[m] is None or values[m] != values[m] for m in metrics):
+            continue  # not finished to the end (early-stopped) or no value
+        params = {k: _typed(run.data.params.get(k)) for k in spec.search}
+        ablation = run.data.tags.get("ablation")
+        key = json.dumps([ablation, params], sort_keys=True, default=str)
+        group = groups.setdefault(key, {"ablation": ablation, "params": params, "runs": []})
+        group["runs"].append((int(run.data.tags.get("seed", -1)), run.info.run_id, values))
+    out = []
+    for group in groups.values():
+        trials = sorted(group.pop("runs"))
+        entry = {**group, "n": len(trials), "seeds": [t[0] for t in trials], "run_ids": [t[1] for t in trials]}
+        for m in [*metrics, "test_acc"]:
+            xs = [t[2][m] for t in trials if t[2][m] is not None]
+            entry[m] = statistics.fmean(xs) if xs else None
+            entry[f"{m}_std"] = statistics.stdev(xs) if len(xs) > 1 else 0.0 if xs else None
+        out.append(entry)
+    first = spec.objectives[0]
+    out.sort(key=lambda e: e[first.metric], reverse=first.mode == "max")
+    if len(spec.objectives) > 1:
+        out = [e for e in out if not any(_dominates(o, e, spec) for o in out)]
+    return out if top is None else out[:top]
+
+
+def _dominates(a: dict, b: dict, spec: StudySpec) -> bool:
+    """True when `a` is at least as good as `b` in every objective and better in one."""
+    better = False
+    for o in spec.objectives:
+        x, y = (a[o.metric], b[o.metric]) if o.mode == "max" else (-a[o.metric], -b[o.metric])
+        if x < y:
+            return False
+        better |= x > y
+    return better
+
+
+def list_studies(storage: str) -> list[dict]:
+    """Every study in a storage (folder or s3://...): name, expected trials and Parquet counts by status."""
+    import pyarrow.fs as pafs
+
+    from sweeper.spec import parse_study
+    from sweeper.storage import StorageError, StudyStore
+
+    root = StudyStore(storage)
+    try:
+        entries = root.fs.get_file_info(pafs.FileSelector(root.root, allow_not_found=True))
+    except OSError as err:
+        raise StorageError(f"storage {storage}: cannot list ({err})") from None
+    out = []
+    for entry in sorted(entries, key=lambda e: e.base_name):
+        if entry.type != pafs.FileType.Directory:
+            continue
+        store = StudyStore(f"{root.location}/{entry.base_name}")
+        if not store.exists("study.yaml"):
+            continue
+        try:
+            expected = parse_study(yaml.safe_load(store.read_text("study.yaml")) | {"storage": storage}).trial_count()
+        except Exception:  # noqa: BLE001 - an unreadable spec still lists, without its count
+            expected = None
+        frame = results.read_trials(store)
+        counts = frame["status"].value_counts().to_dict() if len(frame) else {}
+        out.append(
+            {"study": entry.base_name, "expected_trials": expected, "parquet": {k: int(v) for k, v in counts.items()}}
         )
     return out
 

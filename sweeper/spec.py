@@ -172,6 +172,15 @@ class StudySpec(_Strict):
             dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(self.search[k].values() for k in keys))
         ]
 
+    def grid_trials(self) -> list[dict[str, Any]]:
+        """{ablation, seed, point} of every trial of a grid study, in launch order."""
+        return [
+            {"ablation": a, "seed": s, "point": p}
+            for a in self.ablations
+            for s in self.seeds
+            for p in self.grid_points()
+        ]
+
     def run_config(self, ablation: str, seed: int, point: dict[str, Any]) -> dict[str, Any]:
         """The validated run config (as a dict) of one trial."""
         overrides = {**self.ablations[ablation], **point, "seed": seed}

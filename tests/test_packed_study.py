@@ -7,7 +7,8 @@ import pytest
 
 from anpyc_core.config import ConfigError
 from sweeper import results
-from sweeper.launch import launch, pack_groups, spec_text
+from sweeper.launch import launch, spec_text
+from sweeper.packs import pack_groups
 from sweeper.query import rerun
 from sweeper.spec import parse_study
 from sweeper.tracking import TAG_ROLE

@@ -421,7 +421,7 @@ def test_another_machine_reads_status_best_report_and_reruns(study):
     assert best.returncode == 0, best.stderr[-2000:]
     rows = json.loads(best.stdout)
     assert len(rows) == 2 and rows[0]["val_acc"] >= rows[1]["val_acc"]
-    assert sorted(float(r["params"]["strategy.lam"]) for r in rows) == [0.5, 8.0]
+    assert sorted(r["params"]["strategy.lam"] for r in rows) == [0.5, 8.0]  # numbers stay numbers
 
     report = other.run("report", file)
     assert report.returncode == 0, report.stderr[-2000:]
@@ -432,7 +432,7 @@ def test_another_machine_reads_status_best_report_and_reruns(study):
     pngs = list(path.parent.glob("*.png"))
     assert len(pngs) == int(match[2]) >= 1 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
 
-    rerun = other.run("rerun", rows[0]["run_id"], "--tracking-uri", study["uri"], where=False)
+    rerun = other.run("rerun", rows[0]["run_ids"][0], "--tracking-uri", study["uri"], where=False)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert rerun.stdout.strip().splitlines()[-1] == "identical", rerun.stdout
 
