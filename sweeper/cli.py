@@ -287,7 +287,7 @@ def launch(
     """Run a study on Ray Tune (locally, or on a cluster with --address).
 
     --cpus-per-trial, --gpus-per-trial and --max-concurrent never change results, so --resume takes them too."""
-    from sweeper.launch import StudyError, spec_text, unfinished_trials
+    from sweeper.launch import StudyError, expected_trials, spec_text, unfinished_trials
     from sweeper.launch import launch as run_launch
     from sweeper.query import best_configs
     from sweeper.spec import MAX_TRIALS_WITHOUT_YES
@@ -310,6 +310,13 @@ def launch(
         )
     try:
         grid = run_launch(spec, spec_text(spec), resume=resume, address=address)
+    except KeyboardInterrupt:  # Ctrl-C before Tune took over its own handling (Ray starting, data loading)
+        again = " --resume" if resume or spec.store.exists("study.yaml") else ""
+        fail(
+            f"study {spec.name} interrupted before its trials started; start it again with: "
+            f"anpyc-sweep launch {study}{again}",
+            130,
+        )
     except Exception as err:  # noqa: BLE001 - each kind a user can cause is one line; anything else re-raises
         lost = tracking_error(err)
         if lost is not None:  # checked first: Tune may wrap a callback's MLflow error in another type
@@ -326,10 +333,10 @@ def launch(
         if isinstance(err, RuntimeError):  # missing data, unreachable tracking store or storage, ...
             fail(str(err), 1)
         raise
-    left = unfinished_trials(grid)
+    left = unfinished_trials(spec, grid)
     if left:
         fail(
-            f"study {spec.name} interrupted with {left} of {len(grid)} trials unfinished; "
+            f"study {spec.name} interrupted with {left} of {expected_trials(spec)} trials unfinished; "
             f"continue it with: anpyc-sweep launch {study} --resume",
             130,
         )

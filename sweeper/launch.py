@@ -323,7 +323,7 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None) 
             ),
         )
     grid = tuner.fit()
-    if not unfinished_trials(grid):
+    if not unfinished_trials(spec, grid):
         fixed = reconcile(spec, spec_yaml, grid)
         if fixed:
             print(f"recorded the end of {fixed} trial(s) that the study's record had missed", flush=True)
@@ -342,9 +342,24 @@ def reconcile(spec: StudySpec, spec_yaml: str, grid: Any) -> int:
         recorder.client.set_terminated(recorder.parent_id, status="FINISHED")  # ... so close it again
 
 
-def unfinished_trials(grid: Any) -> int:
-    """Trials of a ResultGrid that neither finished nor errored (the run was interrupted)."""
-    return len(grid) - grid.num_terminated - grid.num_errors
+def expected_trials(spec: StudySpec) -> int:
+    """How many Tune trials the study runs (packs count once)."""
+    return len(pack_groups(spec)) if spec.pack.max_members > 1 else spec.trial_count()
+
+
+def unfinished_trials(spec: StudySpec, grid: Any) -> int:
+    """Tune trials of the study that neither finished nor errored: > 0 after an interrupted `fit`.
+
+    Read from the experiment state Tune saved (an interrupted trial is saved PENDING, and a trial that
+    never started is absent); the in-memory ResultGrid can list an interrupted trial as terminated."""
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        statuses = [t.status for t in ExperimentAnalysis(f"{spec.tune_storage}/{TUNE_DIR}").trials]
+    except Exception:  # noqa: BLE001 - no saved state to read: fall back to the ResultGrid
+        statuses = ["TERMINATED"] * grid.num_terminated + ["ERROR"] * grid.num_errors
+    done = sum(status in ("TERMINATED", "ERROR") for status in statuses)
+    return max(0, expected_trials(spec) - done, len(statuses) - done)
 
 
 def spec_text(spec: StudySpec) -> str:
