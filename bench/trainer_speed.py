@@ -93,7 +93,6 @@ def main() -> None:
     measures = [
         ("ANPyC, whole task (chunks of 100)", imp.anpyc_importance, (0, 100)),
         ("ANPyC, first 10000 samples", imp.anpyc_importance, (0, 100, 10000)),
-        ("MAS, whole task (chunks of 100)", imp.mas_importance, (0, 100)),
         ("EWC empirical Fisher, whole task", imp.ewc_importance, (0, 100, None, "empirical")),
     ]
     for what, fn, extra in measures:

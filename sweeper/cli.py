@@ -283,6 +283,7 @@ def launch(
     set_: list[str] = typer.Option([], "--set", help="Override a field of the base run config: key.path=value."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded trials and their count; run nothing."),
     yes: bool = typer.Option(False, "--yes", help=f"Allow more than {200} trials."),
+    verbose: bool = typer.Option(False, "--verbose", help="Ray Tune's own tables and logs instead of one status line."),
 ) -> None:
     """Run a study on Ray Tune (locally, or on a cluster with --address).
 
@@ -309,7 +310,9 @@ def launch(
             f"{spec.name}: {spec.trial_count()} trials is more than {MAX_TRIALS_WITHOUT_YES}; pass --yes to run them", 2
         )
     try:
-        grid = run_launch(spec, spec_text(spec), resume=resume, address=address)
+        if spec.description and not verbose:
+            typer.echo(f"{spec.name}: {spec.description.strip()}", err=True)
+        grid = run_launch(spec, spec_text(spec), resume=resume, address=address, verbose=verbose)
     except KeyboardInterrupt:  # Ctrl-C before Tune took over its own handling (Ray starting, data loading)
         again = " --resume" if resume or spec.store.exists("study.yaml") else ""
         fail(

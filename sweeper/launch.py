@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import socket
 from typing import Any
@@ -14,6 +15,7 @@ from ray import tune
 
 from anpyc_core.config import validate_config
 from anpyc_core.data import load_raw
+from sweeper import results
 from sweeper.packed_trainable import train_pack
 from sweeper.packs import pack_groups
 from sweeper.spec import RUNTIME_FIELDS, StudySpec
@@ -233,7 +235,9 @@ def checkpoint_config(spec: StudySpec) -> tune.CheckpointConfig:
     return tune.CheckpointConfig(num_to_keep=2 if spec.checkpoints == "latest" else None)
 
 
-def launch(spec: StudySpec, spec_yaml: str, resume: bool = False, address: str | None = None) -> Any:
+def launch(
+    spec: StudySpec, spec_yaml: str, resume: bool = False, address: str | None = None, verbose: bool = True
+) -> Any:
     """Run (or resume) the study, holding its launch lock; returns Tune's ResultGrid."""
     from sweeper.study_lock import StudyBusy, StudyLock
 
@@ -247,12 +251,13 @@ def launch(spec: StudySpec, spec_yaml: str, resume: bool = False, address: str |
     except StudyBusy as err:
         raise StudyError(str(err)) from None
     try:
-        return _launch(spec, spec_yaml, resume, address)
+        return _launch(spec, spec_yaml, resume, address, verbose)
     finally:
         lock.__exit__(None, None, None)
 
 
-def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None) -> Any:
+def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, verbose: bool) -> Any:
+    from sweeper.console import ProgressLine, quiet_ray_logging
     from sweeper.tracking import StudyRecorder, tracking_client
 
     exp_dir = f"{spec.tune_storage}/{TUNE_DIR}"
@@ -273,8 +278,11 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None) 
     configs = sample_run_configs(spec)
     check_device(spec, configs)
     datasets = load_datasets(configs)  # missing or corrupt data fails here, before Ray starts
+    if not verbose:
+        quiet_ray_logging()
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        level = logging.INFO if verbose else logging.ERROR  # ray.init sets Ray's logger level itself
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=level)
     check_resources(spec)
     if not exists:
         spec.store.write_text(STUDY_FILE, spec_yaml)
@@ -291,6 +299,7 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None) 
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
     callbacks = [StudyRecorder(spec, spec_yaml)]  # a restored Tuner brings back its own copy
+    progress = [] if verbose else [ProgressLine(spec, spec.trial_count(), prior=results.read_trials(spec.store))]
     if resume and tune.Tuner.can_restore(exp_dir):
         tuner = tune.Tuner.restore(exp_dir, trainable, resume_unfinished=True, resume_errored=True)
         # the concurrency of a resumed study is the caller's (it never changes results); Tune keeps
@@ -299,6 +308,9 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None) 
         restored._tune_config.max_concurrent_trials = spec.max_concurrent_trials
         restored._run_config.checkpoint_config = checkpoint_config(spec)
         restored._run_config.failure_config = tune.FailureConfig(max_failures=spec.max_failures)
+        kept = [c for c in restored._run_config.callbacks or [] if not isinstance(c, ProgressLine)]
+        restored._run_config.callbacks = kept + progress  # this launch's console, not the first one's
+        restored._run_config.verbose = 1 if verbose else 0
     else:
         max_tasks = max(validate_config(c).data.tasks for c in configs)
         tuner = tune.Tuner(
@@ -318,8 +330,8 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None) 
                 storage_path=spec.tune_storage,
                 checkpoint_config=checkpoint_config(spec),
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                callbacks=callbacks,
-                verbose=1,
+                callbacks=callbacks + progress,
+                verbose=1 if verbose else 0,
             ),
         )
     grid = tuner.fit()

@@ -1,6 +1,6 @@
 """The layer-wise importance passes of a Linear trunk equal the per-chunk / per-sample references.
 
-ANPyC and MAS: one forward and backward per group of chunks, chunk gradients by batched matmul.
+ANPyC: one forward and backward per group of chunks, chunk gradients by batched matmul.
 EWC: the diagonal Fisher as (δ²)ᵀ(a²) per layer, no per-sample gradients. Each must equal the
 generic path (autograd per chunk; torch.func per sample) to 1e-5 relative, including a shorter
 last chunk, a sample cap, XdG gates, and exact zeros where a weight is zero.
@@ -41,7 +41,7 @@ def assert_close(fast: dict, slow: dict) -> None:
 
 
 @pytest.mark.parametrize("size,cap", [(25, None), (7, None), (10, 93), (1, 40)])
-@pytest.mark.parametrize("measure", ["anpyc_importance", "mas_importance"])
+@pytest.mark.parametrize("measure", ["anpyc_importance"])
 def test_chunked_measures_equal_the_per_chunk_reference(setup, monkeypatch, measure, size, cap):
     model, task = setup
     fn = getattr(imp, measure)

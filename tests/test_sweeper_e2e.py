@@ -239,3 +239,15 @@ def test_resume_takes_new_concurrency_and_resources_without_changing_anything(gr
     _, runs = trial_runs(grid_study)
     assert len(runs) == 5 and {r.info.status for r in runs} == {"FINISHED"}
     assert len(pd.read_parquet(grid_study.study_dir / "trials.parquet")) == 4
+
+
+def test_the_documented_duckdb_query_gives_the_best_lambda_per_ablation(grid_study):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "results_schema.md").read_text()
+    sql = text.split("```sql\n", 1)[1].split("```", 1)[0].replace("STUDY_DIR", str(grid_study.study_dir))
+    rows = duckdb.sql(sql).fetchall()
+    trials = pd.read_parquet(grid_study.study_dir / "trials.parquet")
+    expected = trials.loc[trials.groupby("ablation")["val_acc"].idxmax()].sort_values("ablation")
+    assert [(r[0], r[1]) for r in rows] == list(zip(expected.ablation, expected["cfg.strategy.lam"], strict=True))
+    assert all(r[6] == 1 for r in rows)  # one seed per configuration in this study

@@ -1,0 +1,76 @@
+"""`launch` prints one status line per event, not Tune's boxes, logs and tracebacks (issue 14, item 2)."""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from sweeper.console import ProgressLine
+from sweeper.spec import parse_study
+
+BIN = Path(sys.executable).parent
+STATUS = re.compile(r"study quiet: \d+/3 done \(\d diverged, \d failed\), \d running, \d pending( · .*)?")
+
+
+def write_study(tmp_path) -> Path:
+    raw = {
+        "name": "quiet",
+        "description": "three trials; the one at lambda 1e12 diverges on purpose",
+        "base": {
+            "device": "cpu",
+            "data": {"benchmark": "digits", "num_tasks": 2},
+            "model": {"hidden": [16]},
+            "strategy": {"method": "ewc"},
+            "optim": {"lr": 0.05, "batch_size": 32, "epochs": 2},
+        },
+        "search": {"strategy.lam": {"grid": [1.0, 2.0, 1.0e12]}},
+        "storage": str(tmp_path / "out"),
+    }
+    path = tmp_path / "quiet.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.slow
+def test_default_console_is_a_few_plain_lines(tmp_path):
+    path = write_study(tmp_path)
+    proc = subprocess.run(
+        [str(BIN / "anpyc-sweep"), "launch", str(path), "--address", "local"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    err = proc.stderr.strip().splitlines()
+    assert err[0] == "quiet: three trials; the one at lambda 1e12 diverges on purpose"
+    assert all(STATUS.fullmatch(line) for line in err[1:]), err
+    assert err[-1].startswith("study quiet: 3/3 done (1 diverged, 0 failed), 0 running, 0 pending · best mean val_acc")
+    out = proc.stdout.strip().splitlines()
+    assert len(out) == 2 and out[0].startswith("study quiet done:") and out[1].startswith("best configuration")
+    for noise in ("Traceback", "WARNING", "INFO", "╭", "tensorboard", "Trial name"):
+        assert noise not in proc.stdout + proc.stderr, noise
+
+
+def test_a_failed_trial_is_one_line_with_its_reason_and_traceback_file(tmp_path):
+    spec = parse_study({"name": "quiet", "storage": str(tmp_path)})
+    stream = io.StringIO()
+    line = ProgressLine(spec, total=2, stream=stream)
+    error_file = tmp_path / "error.txt"
+    error_file.write_text("Traceback (most recent call last):\n  ...\nRuntimeError: CUDA out of memory\n")
+    trial = SimpleNamespace(
+        trial_id="t1",
+        config={"ablation": "full", "point": {"strategy.lam": 4}},
+        last_result={},
+        error_file=str(error_file),
+    )
+    line.on_trial_start(0, [], trial)
+    line.on_trial_error(0, [], trial)
+    lines = stream.getvalue().strip().splitlines()
+    assert lines[0] == (
+        f"trial t1 (full {{'strategy.lam': 4}}) failed: RuntimeError: CUDA out of memory (traceback: {error_file})"
+    )
+    assert lines[-1].startswith("study quiet: 1/2 done (0 diverged, 1 failed), 0 running, 1 pending")
