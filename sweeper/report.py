@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
 
 from sweeper import results  # noqa: E402
 from sweeper.spec import StudySpec  # noqa: E402
@@ -40,27 +40,104 @@ def summary_table(frame: pd.DataFrame, column: str, metrics: list[str]) -> pd.Da
     return table.loc[order].reset_index(drop=True)
 
 
-def plot_against(table: pd.DataFrame, column: str, metric: str, path: Path) -> None:
-    """Metric (mean ± std over seeds) against one parameter, one line per ablation."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+def plot_against(
+    table: pd.DataFrame, column: str, metric: str, path: Path, title: str, diverged: pd.DataFrame | None = None
+) -> None:
+    """Metric (mean ± std over seeds) against one parameter, one line per ablation; the grid values are
+    the ticks, and configurations with diverged trials are marked (an x at the axis bottom when no seed finished)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    numeric = pd.api.types.is_numeric_dtype(table["value"])
+    values = sorted(set(table["value"]) | set(diverged["value"] if diverged is not None else []), key=_sort_key)
+    position = {v: (v if numeric else i) for i, v in enumerate(values)}
+    colours = {}
     for ablation, part in table.groupby("ablation"):
         part = part.sort_values("value", key=natural_order)
-        x = part["value"] if pd.api.types.is_numeric_dtype(part["value"]) else np.arange(len(part))
-        ax.errorbar(
+        x = [position[v] for v in part["value"]]
+        line = ax.errorbar(
             x, part[f"{metric}_mean"], yerr=part[f"{metric}_std"].fillna(0), marker="o", capsize=3, label=ablation
         )
-        if not pd.api.types.is_numeric_dtype(part["value"]):
-            ax.set_xticks(x, part["value"], rotation=30)
-    numeric = pd.api.types.is_numeric_dtype(table["value"])
-    if numeric and (table["value"] > 0).all() and table["value"].max() / table["value"].min() >= 20:
+        colours[ablation] = line[0].get_color()
+    if diverged is not None and len(diverged):
+        bottom = ax.get_ylim()[0]
+        for i, r in enumerate(diverged.itertuples()):
+            colour = colours.get(r.ablation, "red")
+            ax.plot(
+                position[r.value],
+                bottom,
+                "x",
+                color=colour,
+                markersize=10,
+                mew=2,
+                clip_on=False,
+                label="diverged" if i == 0 else None,
+            )
+            ax.annotate(
+                f"{r.n} div.",
+                (position[r.value], bottom),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+                color=colour,
+            )
+    if numeric and min(values) > 0 and max(values) / min(values) >= 20:
         ax.set_xscale("log")
+    ax.set_xticks(
+        [position[v] for v in values], [f"{v:g}" if numeric else str(v) for v in values], rotation=0 if numeric else 30
+    )
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel(column.removeprefix("cfg."))
-    ax.set_ylabel(f"{metric} (%)")
+    ax.set_ylabel(f"{metric} ({'%' if metric.endswith('acc') else 'points'})")
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(title="ablation")
+    ax.legend(title="ablation", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _sort_key(value):
+    return natural_order(pd.Series([value])).iloc[0]
+
+
+def diverged_table(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Diverged trials per (ablation, value of `column`): columns ablation, value, n."""
+    part = frame[frame["status"] == "DIVERGED"]
+    if part.empty:
+        return pd.DataFrame(columns=["ablation", "value", "n"])
+    data = part.assign(value=_numeric(frame[column]).loc[part.index])
+    return data.groupby(["ablation", "value"]).size().rename("n").reset_index()
+
+
+def plot_scatter(frame: pd.DataFrame, column: str, metric: str, path: Path, title: str, log: bool) -> None:
+    """Each finished trial of a continuous search as a point (no averaging of unrelated samples)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for ablation, part in frame.groupby("ablation"):
+        ax.scatter(pd.to_numeric(part[column]), part[metric], alpha=0.7, label=ablation)
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel(column.removeprefix("cfg."))
+    ax.set_ylabel(f"{metric} ({'%' if metric.endswith('acc') else 'points'})")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(title="ablation", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def binned_table(
+    frame: pd.DataFrame, column: str, metrics: list[str], bins: int = 5, log: bool = False
+) -> pd.DataFrame:
+    """Mean, std and count of `metrics` per (ablation, bin of a continuous `column`), bins equal in (log) width."""
+    x = pd.to_numeric(frame[column])
+    lo, hi = x.min(), x.max()
+    edges = np.geomspace(lo, hi, bins + 1) if log and lo > 0 else np.linspace(lo, hi, bins + 1)
+    edges = np.unique(edges)
+    labels = [f"[{a:.3g}, {b:.3g}]" for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    data = frame.assign(value=pd.cut(x, edges, labels=labels, include_lowest=True))
+    table = data.groupby(["ablation", "value"], observed=True)[metrics].agg(["mean", "std", "count"])
+    table.columns = [f"{m}_{s}" for m, s in table.columns]
+    return table.reset_index()
 
 
 def plot_task_curves(done: pd.DataFrame, tasks: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -79,6 +156,7 @@ def plot_task_curves(done: pd.DataFrame, tasks: pd.DataFrame, path: Path) -> pd.
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("tasks learned")
     ax.set_ylabel("mean test ACC over tasks learned (%)")
+    ax.set_title("Accuracy as tasks are learned (mean ± std over seeds)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(title="ablation", fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
@@ -108,6 +186,7 @@ def plot_pareto(frame: pd.DataFrame, spec: StudySpec, path: Path) -> pd.DataFram
     ax.plot(front[a], front[b], "r-o", label="Pareto front")
     ax.set_xlabel(f"{a} ({modes[0]})")
     ax.set_ylabel(f"{b} ({modes[1]})")
+    ax.set_title(f"{spec.name}: trials and the Pareto front of {a} and {b}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -185,26 +264,44 @@ def write_report(spec: StudySpec) -> Path:
         )
     columns = [f"cfg.{k}" for k in spec.search] or ["ablation"]
     for column in columns:
-        table = summary_table(
-            done.assign(**{"ablation_value": done["ablation"]}),
-            column if column != "ablation" else "ablation_value",
-            metrics,
-        )
-        name = column.removeprefix("cfg.").replace(".", "_")
-        for metric in ("val_acc", "test_acc"):
-            png = out / f"{metric}_vs_{name}.png"
-            plot_against(table, column, metric, png)
-            lines.append(f"![{metric} against {name}]({png.name})")
+        key = column.removeprefix("cfg.")
+        name = key.replace(".", "_")
+        continuous = column != "ablation" and spec.search[key].kind in ("uniform", "loguniform", "int")
+        if continuous:  # samples of a continuous search: scatter and bins, never a "mean over seeds" of one sample
+            log = spec.search[key].kind == "loguniform"
+            for metric in ("val_acc", "test_acc", "val_bwt", "test_bwt"):
+                png = out / f"{metric}_vs_{name}.png"
+                plot_scatter(done, column, metric, png, f"{spec.name}: {metric} of each trial against {key}", log)
+                lines.append(f"![{metric} against {name}]({png.name})")
+            table = binned_table(done, column, metrics, log=log)
+            caption = f"## Against {key} (binned: mean ± std over the trials in each bin)"
+        else:
+            use = column if column != "ablation" else "ablation_value"
+            table = summary_table(done.assign(ablation_value=done["ablation"]), use, metrics)
+            diverged = diverged_table(frame.assign(ablation_value=frame["ablation"]), use)
+            for metric in ("val_acc", "test_acc", "val_bwt", "test_bwt"):
+                png = out / f"{metric}_vs_{name}.png"
+                title = f"{spec.name}: {metric} against {key} (mean ± std over seeds)"
+                plot_against(table, column, metric, png, title, diverged)
+                lines.append(f"![{metric} against {name}]({png.name})")
+            if len(diverged):
+                div = diverged.rename(columns={"n": "diverged"})
+                table = table.merge(div, on=["ablation", "value"], how="outer")
+                table = table.assign(_k=natural_order(table["value"])).sort_values(["ablation", "_k"], kind="stable")
+            caption = f"## Against {key} (mean ± std over seeds)"
         lines += [
             "",
-            f"## Against {column.removeprefix('cfg.')}",
+            caption,
             "",
-            "| ablation | value | n | val ACC | test ACC | val BWT | test BWT |",
-            "|---|---|---|---|---|---|---|",
+            "| ablation | value | n | val ACC | test ACC | val BWT | test BWT | diverged |",
+            "|---|---|---|---|---|---|---|---|",
         ]
-        for r in table.itertuples():
-            cells = [f"{getattr(r, f'{m}_mean'):.2f} ± {np.nan_to_num(getattr(r, f'{m}_std')):.2f}" for m in metrics]
-            lines.append(f"| {r.ablation} | {r.value} | {r.val_acc_count} | " + " | ".join(cells) + " |")
+        for r in table.to_dict("records"):
+            n = int(r.get("val_acc_count", 0) or 0) if r.get("val_acc_count") == r.get("val_acc_count") else 0
+            cells = [f"{r[f'{m}_mean']:.2f} ± {np.nan_to_num(r[f'{m}_std']):.2f}" if n else "-" for m in metrics]
+            div = r.get("diverged")
+            div_text = f"{int(div)}" if div == div and div is not None else "0"
+            lines.append(f"| {r['ablation']} | {r['value']} | {n} | " + " | ".join(cells) + f" | {div_text} |")
         lines.append("")
     tasks = results.read_tasks(spec.store)
     if not spec.search and len(done) and not tasks.empty:

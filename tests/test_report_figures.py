@@ -1,0 +1,83 @@
+"""Report figures: titled, grid values as ticks, diverged configurations marked (not dropped), a BWT
+figure beside ACC, and continuous Optuna searches scattered and binned (issue 14, items 4 and 8)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from sweeper import report
+from sweeper.launch import spec_text
+from sweeper.spec import parse_study
+
+
+def make_study(tmp_path, rows: list[dict], **extra):
+    raw = {"name": "figs", "search": {"strategy.lam": {"grid": [0.5, 4.0, 32.0]}}, "seeds": [0, 1]}
+    raw.update({"storage": str(tmp_path), **extra})
+    spec = parse_study(raw)
+    spec.study_dir.mkdir(parents=True)
+    (spec.study_dir / "study.yaml").write_text(spec_text(spec))
+    frame = pd.DataFrame(rows)
+    for metric in ("val_bwt", "test_bwt"):
+        frame[metric] = frame.get(metric, -1.0)
+    frame.to_parquet(spec.study_dir / "trials.parquet")
+    return spec
+
+
+def trial(i, lam, status="FINISHED", acc=80.0):
+    finished = status == "FINISHED"
+    return {
+        "trial_id": f"t{i}",
+        "status": status,
+        "ablation": "full",
+        "seed": i % 2,
+        "error": None if finished else "TrainingDiverged: task 2 epoch 1: training loss became nan",
+        "val_acc": acc if finished else None,
+        "test_acc": acc - 1 if finished else None,
+        "cfg.strategy.lam": lam,
+    }
+
+
+def capture(monkeypatch) -> list:
+    figures = []
+    real_close = report.plt.close
+    monkeypatch.setattr(report.plt, "close", lambda fig: (figures.append(fig), real_close(fig)))
+    return figures
+
+
+def test_grid_figures_are_titled_ticked_at_grid_values_and_mark_diverged_points(tmp_path, monkeypatch):
+    rows = [trial(0, 0.5, acc=80), trial(1, 0.5, acc=82), trial(2, 4.0), trial(3, 4.0)]
+    rows += [trial(4, 32.0, "DIVERGED"), trial(5, 32.0, "DIVERGED")]
+    spec = make_study(tmp_path, rows)
+    figures = capture(monkeypatch)
+    path = report.write_report(spec)
+    names = {p.name for p in path.parent.glob("*.png")}
+    assert {f"{m}_vs_strategy_lam.png" for m in ("val_acc", "test_acc", "val_bwt", "test_bwt")} <= names
+    ax = figures[0].axes[0]
+    assert ax.get_title() == "figs: val_acc against strategy.lam (mean ± std over seeds)"
+    assert ax.get_xscale() == "log" and [t.get_text() for t in ax.get_xticklabels()] == ["0.5", "4", "32"]
+    marks = [line for line in ax.get_lines() if line.get_marker() == "x"]
+    assert len(marks) == 1 and list(marks[0].get_xdata()) == [32.0]  # the diverged configuration, kept
+    text = path.read_text()
+    assert "| full | 32.0 | 0 | - | - | - | - | 2 |" in text
+    assert "| full | 0.5 | 2 | 81.00 ± 1.41 |" in text
+
+
+def test_continuous_optuna_search_is_scattered_and_binned_not_averaged(tmp_path, monkeypatch):
+    lams = [0.1, 0.2, 0.9, 3.0, 7.5, 9.0]
+    rows = [trial(i, lam, acc=70 + i) for i, lam in enumerate(lams)]
+    spec = make_study(
+        tmp_path,
+        rows,
+        searcher="optuna",
+        search={"strategy.lam": {"loguniform": [0.1, 10.0]}},
+        seeds=[0],
+    )
+    figures = capture(monkeypatch)
+    text = report.write_report(spec).read_text()
+    assert "## Against strategy.lam (binned: mean ± std over the trials in each bin)" in text
+    assert "n=1 ± 0.00" not in text and "mean ± std over seeds)" not in text.split("## Against")[1]
+    scatter = figures[0].axes[0]
+    assert scatter.get_title() == "figs: val_acc of each trial against strategy.lam"
+    assert len(scatter.collections[0].get_offsets()) == 6 and not scatter.get_lines()  # points, no connecting line
+    bins = [line for line in text.splitlines() if line.startswith("| full | [")]
+    assert sum(int(b.split("|")[3]) for b in bins) == 6
