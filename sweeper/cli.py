@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -236,6 +237,55 @@ def print_trials(spec) -> None:
             typer.echo(f"  {n:>4}  ablation={trial['ablation']} seed={trial['seed']} {point}".rstrip())
     packs = f" in {len(groups)} packs" if spec.pack.max_members > 1 else ""
     typer.echo(f"{spec.name}: {n} trials{packs}; nothing was run (--dry-run)")
+
+
+@app.command()
+def ui(
+    study: Path = typer.Argument(..., help="Study YAML."),
+    optuna: bool = typer.Option(False, "--optuna", help="The Optuna dashboard instead of the MLflow UI."),
+    port: int = typer.Option(None, "--port", help="Port on 127.0.0.1 (default 5000 MLflow, 8080 Optuna)."),
+    storage: str = typer.Option(None, "--storage"),
+    tracking_uri: str = typer.Option(None, "--tracking-uri"),
+) -> None:
+    """Open the study's MLflow UI (or Optuna dashboard) on 127.0.0.1 until Ctrl-C."""
+    from sweeper import ui as ui_mod
+    from sweeper.query import QueryError, read_client, study_experiment_id
+
+    spec = _study(study, storage, tracking_uri)
+    port = port or (8080 if optuna else 5000)
+    try:
+        if not optuna and spec.resolved_tracking_uri().startswith(("http://", "https://")):
+            client = read_client(spec.resolved_tracking_uri(), f"study {spec.name}")
+            url = ui_mod.trials_url(spec.resolved_tracking_uri(), study_experiment_id(client, spec))
+            typer.echo(f"study {spec.name} is tracked on an MLflow server: {url}")
+            return
+        cmd = ui_mod.optuna_command(spec, port) if optuna else ui_mod.mlflow_command(spec, port)
+        if not ui_mod.port_free(port):
+            raise ui_mod.UIError(f"--port {port}: 127.0.0.1:{port} is in use; pick another with --port")
+        if not optuna:
+            exp_id = study_experiment_id(read_client(spec.resolved_tracking_uri(), f"study {spec.name}"), spec)
+        base = f"http://127.0.0.1:{port}"
+        health = f"{base}/api/studies" if optuna else f"{base}/health"
+        proc = ui_mod.serve(cmd, health, spec.study_dir / ("optuna-dashboard.log" if optuna else "mlflow-ui.log"))
+    except (ui_mod.UIError, QueryError) as err:
+        fail(str(err), 2 if isinstance(err, QueryError) else 1)
+    url = base if optuna else ui_mod.trials_url(base, exp_id)
+    what = "Optuna dashboard" if optuna else "MLflow UI (trial runs)"
+    typer.echo(f"{what} of study {spec.name}: {url}  (Ctrl-C to stop)")
+
+    def interrupt(signum, frame):  # `kill PID` and a closed terminal stop the server too, like Ctrl-C
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background by a shell
+        signal.signal(signal.SIGINT, interrupt)
+    try:
+        proc.wait()
+        fail(f"the {what} stopped on its own (exit {proc.returncode}); see its log in {spec.study_dir}", 1)
+    except KeyboardInterrupt:
+        ui_mod.stop(proc)
+        typer.echo("stopped")
 
 
 @app.command(name="list")

@@ -23,6 +23,7 @@ from sweeper.storage import StorageError
 from sweeper.trainable import joint_key, train_trial
 
 TUNE_DIR = "tune"
+OPTUNA_DB = "optuna.db"
 STUDY_FILE = "study.yaml"
 
 
@@ -77,7 +78,16 @@ def search_algorithm(spec: StudySpec):
     metrics = [o.metric for o in spec.objectives]
     modes = [o.mode for o in spec.objectives]
     single = len(metrics) == 1
-    return OptunaSearch(metric=metrics[0] if single else metrics, mode=modes[0] if single else modes, sampler=sampler)
+    # a persistent Optuna study beside the study's MLflow store: `anpyc-sweep ui STUDY --optuna` opens it
+    spec.study_dir.mkdir(parents=True, exist_ok=True)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{spec.study_dir / OPTUNA_DB}")
+    return OptunaSearch(
+        metric=metrics[0] if single else metrics,
+        mode=modes[0] if single else modes,
+        sampler=sampler,
+        study_name=spec.name,
+        storage=storage,
+    )
 
 
 def scheduler(spec: StudySpec, max_tasks: int):

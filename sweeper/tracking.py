@@ -7,6 +7,7 @@ run already has (a trial replayed from an older checkpoint never logs a step twi
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -28,6 +29,10 @@ from sweeper.version import code_version_tags
 
 TAG_STUDY, TAG_ROLE, TAG_TRIAL = "anpyc_study", "anpyc_role", "anpyc_trial"
 FINAL_KEYS = ("acc", "bwt", "fwt", "fwt_init", "forgetting", "la")
+#: The experiment tag that makes MLflow 3's UI open the classic runs view, not its GenAI pages.
+EXPERIMENT_KIND, CLASSIC_RUNS_VIEW = "mlflow.experimentKind", "custom_model_development"
+#: A shared view of the runs table (an experiment tag the UI opens with `?viewStateShareKey=trials`).
+SHARED_VIEW_PREFIX, TRIALS_VIEW = "mlflow.sharedViewState.", "trials"
 
 
 _PROBE_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
@@ -53,6 +58,8 @@ def tracking_client(uri: str, create: bool = True) -> MlflowClient:
         except OSError as err:
             raise RuntimeError(f"tracking URI {uri}: cannot create ({err.strerror})") from None
         fcntl.flock(lock, fcntl.LOCK_EX)
+        if db.exists():
+            relocate_artifacts(db)
     saved = {k: os.environ.get(k) for k in _PROBE_ENV}
     os.environ.update(_PROBE_ENV)  # the probe answers in seconds; later calls keep MLflow's retries
     try:
@@ -72,13 +79,64 @@ def tracking_client(uri: str, create: bool = True) -> MlflowClient:
     return client
 
 
+def trials_view(spec: StudySpec) -> str:
+    """MLflow UI view state (JSON) of the study's trials: flat trial runs, best first, with the objectives,
+    test accuracy, BWT, the searched parameters, ablation and seed as columns."""
+    metrics = [o.metric for o in spec.objectives] + ["test_acc", "val_bwt", "test_bwt"]
+    columns = [f"metrics.`final_{m}`" for m in dict.fromkeys(metrics)]
+    columns += [f"params.`{k}`" for k in spec.search] + ["tags.`ablation`", "tags.`seed`"]
+    first = spec.objectives[0]
+    state = {
+        "searchFilter": f"tags.{TAG_ROLE} = 'trial'",
+        "orderByKey": f"metrics.`final_{first.metric}`",  # a metric order also lists children flat
+        "orderByAsc": first.mode == "min",
+        "selectedColumns": columns,
+    }
+    return json.dumps(state)
+
+
+def relocate_artifacts(db: Path) -> int:
+    """A study folder that was moved keeps working: artifact locations of a local store that point to
+    a `…/mlartifacts` folder that no longer exists are rewritten to the one beside `db`. Returns how many
+    experiments were moved."""
+    import sqlite3
+
+    here = (db.parent / "mlartifacts").as_uri()
+    if not (db.parent / "mlartifacts").is_dir():
+        return 0
+    moved = 0
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        try:
+            rows = conn.execute("SELECT experiment_id, artifact_location FROM experiments").fetchall()
+        except sqlite3.DatabaseError:
+            return 0  # no MLflow schema yet
+        for exp_id, old in rows:
+            if not old or old == here or not old.endswith("/mlartifacts") or not old.startswith("file://"):
+                continue
+            if Path(old.removeprefix("file://")).is_dir():
+                continue  # still where it was: nothing moved
+            conn.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (here, exp_id))
+            conn.execute(
+                "UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
+                "WHERE experiment_id = ? AND substr(artifact_uri, 1, ?) = ?",
+                (here, len(old) + 1, exp_id, len(old), old),
+            )
+            moved += 1
+        conn.commit()
+    return moved
+
+
 def study_experiment(client: MlflowClient, spec: StudySpec) -> str:
     """The MLflow experiment id of the study (created on first use, artifacts in the study dir)."""
+    tags = {EXPERIMENT_KIND: CLASSIC_RUNS_VIEW, f"{SHARED_VIEW_PREFIX}{TRIALS_VIEW}": trials_view(spec)}
     exp = client.get_experiment_by_name(spec.name)
     if exp is not None:
+        for key, value in tags.items():  # studies made before these tags existed get them too
+            if exp.tags.get(key) != value:
+                client.set_experiment_tag(exp.experiment_id, key, value)
         return exp.experiment_id
     try:
-        return client.create_experiment(spec.name, artifact_location=artifact_location(spec))
+        return client.create_experiment(spec.name, artifact_location=artifact_location(spec), tags=tags)
     except mlflow.exceptions.MlflowException:  # created concurrently by another driver
         return client.get_experiment_by_name(spec.name).experiment_id
 

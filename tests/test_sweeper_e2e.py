@@ -164,6 +164,11 @@ def test_optuna_study_runs_sampled_trials(ray_session, tmp_path):
     assert ((lams >= 0.1) & (lams <= 10.0)).all() and lams.nunique() == 3
     _, runs = trial_runs(spec)
     assert len([r for r in runs if r.data.tags.get(TAG_ROLE) == "trial"]) == 3
+    import optuna  # the Optuna study persists beside the MLflow store, for optuna-dashboard
+
+    stored = optuna.load_study(study_name="tiny_optuna", storage=f"sqlite:///{spec.study_dir / 'optuna.db'}")
+    complete = [t for t in stored.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 3 and all(len(t.values) == 2 for t in complete)
     report = write_report(spec).read_text()
     assert "## Pareto front" in report and "## Parameter importances" in report
     assert "| strategy.lam |" in report and (spec.study_dir / "report" / "pareto.png").stat().st_size > 0
