@@ -121,6 +121,17 @@ def time_tune(method: str, args) -> float:
         return time.perf_counter() - start
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (or the platform's name)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "CPU"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -148,12 +159,12 @@ def main() -> None:
             seconds, peak = time_packed(method, k, args)
             rows.append((method, f"packed, K = {k}", k, seconds, peak))
             print(f"{method}: pack of {k} in {seconds:.1f} s", flush=True)
-    machine = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.processor() or 'CPU'}"
+    machine = torch.cuda.get_device_name() if args.device == "cuda" else cpu_name()
     samples = f"{args.train_samples} training samples per task" if args.train_samples else "whole tasks"
     report = [
         "## Packed trials against one trial per process (bench/packed_throughput.py)",
         "",
-        f"Command: `python bench/packed_throughput.py {' '.join(os.sys.argv[1:])}`".rstrip() + "  ",
+        f"Command: `{' '.join(['python bench/packed_throughput.py', *os.sys.argv[1:]])}`  ",
         f"Machine: {os.cpu_count()} CPU cores ({threads} torch threads), device {args.device} ({machine}).  ",
         f"Slice: permuted Fashion-MNIST, {args.tasks} tasks ({samples}), 784-512-256, {args.epochs} epoch(s) per task "
         "and per pruning round, batch 256; members differ in seed (and λ for ANPyC, greedy pruning β = 50).",

@@ -482,15 +482,28 @@ def fmt_mean_std(mean: float | None, std: float | None) -> str:
 
 @app.command()
 def rerun(
-    run_id: str = typer.Argument(..., help="MLflow run id of a trial."),
+    run_id: str = typer.Argument(None, help="MLflow run id of a trial (or use --best STUDY)."),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help="Where the run is (or use --study)."),
     study: Path = typer.Option(None, "--study", help="Study YAML, to find its tracking store."),
     set_: list[str] = typer.Option([], "--set", help="Override a field of the rerun."),
+    best: Path = typer.Option(None, "--best", help="Study YAML: rerun its best configuration and its ablations."),
+    ablations: list[str] = typer.Option([], "--ablations", help="With --best: 'all' (default) or ablation names."),
+    seeds: list[int] = typer.Option([], "--seeds", help="With --best: seeds to run (default: the study's)."),
+    out: Path = typer.Option(None, "--out", help="With --best: folder for the result.json files and the table."),
+    storage: str = typer.Option(None, "--storage"),
 ) -> None:
-    """Run a trial's exact config locally, without Ray, and compare with what was recorded."""
+    """Run a trial's exact config locally, without Ray, and compare with what was recorded; or with
+    --best STUDY, the study's best configuration under each of its ablations, over seeds."""
     from sweeper.query import QueryError
     from sweeper.query import rerun as do_rerun
 
+    if best is not None:
+        if run_id is not None:
+            fail("rerun: give a RUN_ID or --best STUDY, not both", 2)
+        _rerun_best(best, ablations, seeds, out, storage, tracking_uri)
+        return
+    if run_id is None:
+        fail("rerun: give a RUN_ID (an MLflow run of a trial) or --best STUDY", 2)
     if tracking_uri is None and study is None:
         fail("rerun: give --tracking-uri or --study", 2)
     uri = tracking_uri or _study(study).resolved_tracking_uri()
@@ -509,6 +522,24 @@ def rerun(
         fb = f"{b:12.4f}" if b is not None else f"{'-':>12}"
         typer.echo(f"{key:<18}{fa}{fb}")
     typer.echo("identical" if same else "DIFFERENT (expected if --set changed the config, or across devices)")
+
+
+def _rerun_best(study: Path, ablations: list[str], seeds: list[int], out: Path | None, storage, tracking_uri) -> None:
+    """`rerun --best`: progress lines on stderr, the comparison table on stdout and under `out`."""
+    from sweeper.query import QueryError
+    from sweeper.rerun_best import format_table, rerun_best
+
+    spec = _study(study, storage, tracking_uri)
+    out = out or Path("reruns") / spec.name
+    try:
+        check_writable_dir(out, "--out")
+        table = rerun_best(spec, ablations, seeds, out, progress=lambda msg: typer.echo(msg, err=True))
+    except (QueryError, ConfigError, UsageError) as err:
+        fail(str(err), 2)
+    except RuntimeError as err:
+        fail(str(err), 1)
+    typer.echo(format_table(spec, table))
+    typer.echo(f"wrote {out / 'rerun_best.md'}, {out / 'rerun_best.json'} and the result.json files")
 
 
 def _write_study_output(study: Path, storage: str | None, tracking_uri: str | None, writer) -> Path:

@@ -181,6 +181,15 @@ def check_same_spec(spec: StudySpec) -> None:
         )
 
 
+def check_results_readable(spec: StudySpec) -> None:
+    """A resume must be able to record what it trains: a corrupt results table is one line before any trial."""
+    for name in (results.TRIALS, results.TASKS, results.BOUNDARIES):
+        try:
+            spec.store.read_table(name)
+        except StorageError as err:
+            raise StudyError(str(err)) from None
+
+
 def check_address(address: str | None) -> None:
     """A Ray address that nothing answers at is one line at once, not a minute of retries."""
     if not address or address in ("auto", "local"):
@@ -281,6 +290,7 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, 
         raise StudyError(f"--resume: no study {spec.name} in {spec.tune_storage}", 2)
     if resume:
         check_same_spec(spec)
+        check_results_readable(spec)
     check_address(address)
     check_storage(spec)
     if spec.tracking_uri:
@@ -378,8 +388,8 @@ def unfinished_trials(spec: StudySpec, grid: Any) -> int:
 
     try:
         statuses = [t.status for t in ExperimentAnalysis(f"{spec.tune_storage}/{TUNE_DIR}").trials]
-    except Exception:  # noqa: BLE001 - no saved state to read: fall back to the ResultGrid
-        statuses = ["TERMINATED"] * grid.num_terminated + ["ERROR"] * grid.num_errors
+    except Exception:  # noqa: BLE001 - no saved state to read: the ResultGrid is all there is
+        return max(0, len(grid) - grid.num_terminated - grid.num_errors)
     done = sum(status in ("TERMINATED", "ERROR") for status in statuses)
     return max(0, expected_trials(spec) - done, len(statuses) - done)
 

@@ -35,6 +35,7 @@ class StudyLock:
         self.spec = spec
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._fh = None
+        self._created: list = []
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
 
@@ -61,16 +62,29 @@ class StudyLock:
     # ------------------------------------------------------------- local flock
     def _lock_local(self) -> None:
         folder = self.spec.study_dir
+        self._created = []  # folders this lock creates, innermost first: removed again if left empty
+        for path in [folder, *folder.parents]:
+            if path.exists():
+                break
+            self._created.append(path)
         folder.mkdir(parents=True, exist_ok=True)
-        self._fh = open(folder / LOCK_FILE, "a+")  # noqa: SIM115 - held until __exit__
-        try:
-            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._fh.seek(0)
-            holder = self._fh.read().strip() or "another process"
+        path = folder / LOCK_FILE
+        while True:
+            self._fh = open(path, "a+")  # noqa: SIM115 - held until __exit__
+            try:
+                fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._fh.seek(0)
+                holder = self._fh.read().strip() or "another process"
+                self._fh.close()
+                self._fh = None
+                raise StudyBusy(self._busy(holder)) from None
+            try:  # the holder we waited on may have removed the file meanwhile: lock the file that is there
+                if os.fstat(self._fh.fileno()).st_ino == os.stat(path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
             self._fh.close()
-            self._fh = None
-            raise StudyBusy(self._busy(holder)) from None
         self._fh.seek(0)
         self._fh.truncate()
         self._fh.write(self.owner)
@@ -81,10 +95,12 @@ class StudyLock:
             return
         folder = self.spec.study_dir
         with contextlib.suppress(OSError):
-            if [p.name for p in folder.iterdir()] == [LOCK_FILE]:
+            (folder / LOCK_FILE).unlink()  # while still held: a waiting launch re-checks which file it locked
+            if not any(folder.iterdir()):
                 # no launch wrote anything here (this one stopped early, or a killed one did): leave no folder
-                (folder / LOCK_FILE).unlink()
                 folder.rmdir()
+                for parent in self._created[1:]:  # and no empty storage folder this launch made
+                    parent.rmdir()
         fcntl.flock(self._fh, fcntl.LOCK_UN)
         self._fh.close()
         self._fh = None

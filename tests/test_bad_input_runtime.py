@@ -145,7 +145,7 @@ def test_interrupted_launch_says_so_and_how_to_resume(tmp_path, no_ray, monkeypa
             return 5
 
     monkeypatch.setattr("sweeper.launch.launch", lambda *a, **k: InterruptedGrid())
-    study = write_study(tmp_path)
+    study = write_study(tmp_path, search={"strategy.lam": {"grid": [1, 2, 3, 4, 5]}})
     result = CliRunner().invoke(app, ["launch", str(study)])
     one_line(result, 130, f"interrupted with 2 of 5 trials unfinished; continue it with: anpyc-sweep launch {study}")
     assert "--resume" in result.output and "done" not in result.output
@@ -180,3 +180,18 @@ def test_resources_no_node_can_hold_are_refused_before_any_trial(tmp_path, ray_s
 def test_cuda_without_gpus_per_trial_is_refused(tmp_path, no_ray):
     study = write_study(tmp_path, base={**BASE, "device": "cuda"})
     one_line(CliRunner().invoke(app, ["launch", str(study)]), 2, "device: cuda needs a GPU per trial")
+
+
+@pytest.mark.parametrize("command", ["status", "report", "launch"])
+def test_a_corrupt_results_table_is_one_line_before_anything_runs(tmp_path, no_ray, command):
+    from sweeper.launch import spec_text
+    from sweeper.spec import load_study
+
+    study = write_study(tmp_path)
+    spec = load_study(study)
+    spec.store.write_text("study.yaml", spec_text(spec))
+    (spec.study_dir / "trials.parquet").write_bytes(b"PAR1 not really parquet")
+    args = [command, str(study)] + (["--resume"] if command == "launch" else [])
+    result = CliRunner().invoke(app, args)
+    one_line(result, 1, "trials.parquet is not a readable Parquet file")
+    assert "move it aside and run `launch --resume` to rebuild it" in result.output

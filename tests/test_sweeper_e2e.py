@@ -256,3 +256,26 @@ def test_the_documented_duckdb_query_gives_the_best_lambda_per_ablation(grid_stu
     expected = trials.loc[trials.groupby("ablation")["val_acc"].idxmax()].sort_values("ablation")
     assert [(r[0], r[1]) for r in rows] == list(zip(expected.ablation, expected["cfg.strategy.lam"], strict=True))
     assert all(r[6] == 1 for r in rows)  # one seed per configuration in this study
+
+
+def test_rerun_best_reruns_the_best_configuration_under_every_ablation(grid_study, tmp_path):
+    from typer.testing import CliRunner
+
+    from sweeper.cli import app
+    from sweeper.query import best_configs
+
+    path = tmp_path / "study.yaml"
+    path.write_text(spec_text(grid_study))
+    out = tmp_path / "reruns"
+    result = CliRunner().invoke(app, ["rerun", "--best", str(path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    table = json.loads((out / "rerun_best.json").read_text())
+    best = best_configs(grid_study, 1)[0]
+    assert [r["ablation"] for r in table] == ["full", "no_pruning"]
+    assert all(r["params"] == best["params"] and r["rerun_n"] == 1 and r["recorded_n"] == 1 for r in table)
+    for r in table:  # a CPU rerun of the recorded configuration is bit-identical
+        assert r["rerun_val_acc"] == r["recorded_val_acc"] and r["rerun_test_acc"] == r["recorded_test_acc"]
+        assert (out / r["ablation"] / "seed0" / "result.json").exists()
+    assert "| full |" in result.output and (out / "rerun_best.md").exists()
+    bad = CliRunner().invoke(app, ["rerun", "--best", str(path), "--ablations", "nope", "--out", str(out)])
+    assert bad.exit_code == 2 and "--ablations: 'nope' is not an ablation of tiny_grid" in bad.output
