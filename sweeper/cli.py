@@ -437,7 +437,6 @@ def best(
     tracking_uri: str = typer.Option(None, "--tracking-uri"),
 ) -> None:
     """The best configurations of a study by the mean over seeds (multi-objective: the Pareto set)."""
-    from sweeper.query import QueryError, best_configs, best_trials
     from sweeper.spec import Objective
 
     spec = _study(study, storage, tracking_uri)
@@ -448,6 +447,8 @@ def best(
     mode = obj.mode if metric is None else ("min" if obj.metric in ("val_forgetting",) else "max")
     if metric is not None:  # rank by the asked metric alone
         spec = spec.model_copy(update={"objectives": [Objective(metric=obj.metric, mode=mode)]})
+    from sweeper.query import QueryError, best_configs, best_trials  # slow imports (MLflow, torch): after the checks
+
     try:
         rows = best_trials(spec, obj.metric, mode, top) if per_trial else best_configs(spec, top)
     except QueryError as err:
@@ -494,9 +495,6 @@ def rerun(
 ) -> None:
     """Run a trial's exact config locally, without Ray, and compare with what was recorded; or with
     --best STUDY, the study's best configuration under each of its ablations, over seeds."""
-    from sweeper.query import QueryError
-    from sweeper.query import rerun as do_rerun
-
     if best is not None:
         if run_id is not None:
             fail("rerun: give a RUN_ID or --best STUDY, not both", 2)
@@ -507,6 +505,9 @@ def rerun(
     if tracking_uri is None and study is None:
         fail("rerun: give --tracking-uri or --study", 2)
     uri = tracking_uri or _study(study).resolved_tracking_uri()
+    from sweeper.query import QueryError  # slow imports (MLflow, torch): after the checks
+    from sweeper.query import rerun as do_rerun
+
     try:
         cfg, recorded, new = do_rerun(run_id, uri, set_)
     except (QueryError, ConfigError) as err:
@@ -526,15 +527,18 @@ def rerun(
 
 def _rerun_best(study: Path, ablations: list[str], seeds: list[int], out: Path | None, storage, tracking_uri) -> None:
     """`rerun --best`: progress lines on stderr, the comparison table on stdout and under `out`."""
-    from sweeper.query import QueryError
-    from sweeper.rerun_best import format_table, rerun_best
-
     spec = _study(study, storage, tracking_uri)
     out = out or Path("reruns") / spec.name
     try:
         check_writable_dir(out, "--out")
+    except UsageError as err:
+        fail(str(err), 2)
+    from sweeper.query import QueryError  # slow imports (MLflow, torch): after the checks
+    from sweeper.rerun_best import format_table, rerun_best
+
+    try:
         table = rerun_best(spec, ablations, seeds, out, progress=lambda msg: typer.echo(msg, err=True))
-    except (QueryError, ConfigError, UsageError) as err:
+    except (QueryError, ConfigError) as err:
         fail(str(err), 2)
     except RuntimeError as err:
         fail(str(err), 1)

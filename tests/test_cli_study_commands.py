@@ -76,3 +76,20 @@ def test_list_shows_the_studies_of_a_storage_with_counts(tmp_path):
     assert re.fullmatch(r"beta\s+12\s+none yet", lines[2])
     empty = CliRunner().invoke(app, ["list", "--storage", str(tmp_path / "nothing")])
     assert empty.exit_code == 0 and "no studies in" in empty.output
+
+
+def test_best_and_rerun_reject_bad_arguments_before_loading_mlflow_torch_or_ray():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from sweeper.cli import app\n"
+        "cases = (['best', '/nonexistent.yaml'], ['rerun'], ['rerun', 'some-run'], ['rerun', '--best', '/no.yaml'])\n"
+        "for args in cases:\n"
+        "    result = CliRunner().invoke(app, args)\n"
+        "    print(result.exit_code, *(m in sys.modules for m in ('mlflow', 'torch', 'ray')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:4] == ["2 False False False"] * 4
