@@ -94,6 +94,8 @@ class ModelConfig(_Section):
     arch: Literal["mlp"] = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [512, 256], min_length=1)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    #: `default`: PyTorch's Linear init; `reference`: the authors' code (truncated normal, std 0.1, biases 0.1)
+    init: Literal["default", "reference"] = "default"
 
     @model_validator(mode="after")
     def _check_widths(self) -> ModelConfig:
@@ -120,6 +122,9 @@ class StrategyConfig(_Section):
     beta_decay: float = Field(0.8, gt=0.0, le=1.0)
     prune_step: float = Field(10.0, gt=0.0, le=100.0)
     prune_scope: Literal["tensor", "global"] = "tensor"
+    #: `exact`: P_t = β·decay^t, rounds stop exactly at P_t; `reference`: the authors' code, P_t = int(decay·P_{t-1})
+    #: and rounds of `prune_step` that may overshoot P_t
+    prune_schedule: Literal["exact", "reference"] = "exact"
     prune_last: bool = False
     xdg_gate: float = Field(0.8, ge=0.0, lt=1.0)
     lwf_alpha: float = Field(1.0, ge=0.0)
@@ -162,6 +167,8 @@ class OptimConfig(_Section):
     batch_size: int = Field(256, ge=1)
     lr_decay: float = Field(1.0, gt=0.0, le=1.0)
     lr_decay_epochs: int = Field(1, ge=1)
+    #: the decay rate in task 1's initial training phase (the authors' code: 0.99); None: `lr_decay`
+    lr_decay_first: float | None = Field(None, gt=0.0, le=1.0)
     epochs: int = Field(5, ge=1)
     retrain_epochs: int = Field(1, ge=0)
 

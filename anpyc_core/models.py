@@ -83,3 +83,11 @@ def xdg_gates(hidden: list[int], num_tasks: int, off_fraction: float, seed: int)
             g[t, torch.randperm(width, generator=gen)[:n_off]] = 0.0
         gates.append(g)
     return gates
+
+
+@torch.no_grad()
+def reference_init(model: MultiHeadMLP, std: float = 0.1, bias: float = 0.1) -> None:
+    """The authors' initialisation: weights from a normal truncated at two standard deviations, biases constant."""
+    for layer in [*model.trunk, *model.heads]:
+        nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
+        layer.bias.fill_(bias)

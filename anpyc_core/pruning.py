@@ -9,11 +9,20 @@ import torch
 Masks = dict[str, torch.Tensor]
 
 
-def prune_percentages(task: int, beta: float, decay: float, step: float) -> list[float]:
-    """Round percentages p_k = min(k·step, P_t) for 0-based `task`, P_t = β·decay^task.
+def prune_percentages(task: int, beta: float, decay: float, step: float, schedule: str = "exact") -> list[float]:
+    """Round percentages of 0-based `task`.
 
-    The last round stops exactly at P_t (the reference code overshoots; we don't).
+    `exact`: p_k = min(k·step, P_t) with P_t = β·decay^task; the last round stops exactly at P_t.
+    `reference` (the authors' code): P_0 = int(β), P_t = int(decay·P_{t−1}); rounds k·step for
+    k = 1, 2, … up to the first that reaches P_t, which may overshoot it.
     """
+    if schedule == "reference":
+        target = float(int(beta))
+        for _ in range(task):
+            target = float(int(decay * target))
+        if target <= 0:
+            return []
+        return [k * step for k in range(1, math.ceil(target / step - 1e-9) + 1)]
     target = beta * decay**task
     if target <= 0:
         return []

@@ -28,6 +28,7 @@ from anpyc_core.data.tasks import Split
 from anpyc_core.importance import anpyc_importance
 from anpyc_core.joint import JointData
 from anpyc_core.metrics import fingerprint, summarize
+from anpyc_core.schedule import learning_rate, stability_message, stability_numbers
 from anpyc_core.strategies import Phase, build_model, build_strategy
 
 CHECKPOINT_FORMAT = 1
@@ -50,6 +51,7 @@ class TaskRecord:
     loss: float
     penalty: float
     counts: dict[str, int] = field(default_factory=dict)  # Strategy.parameter_counts
+    stability: float | None = None  # lr·2λ·max Ω at the task's start (penalty methods; see schedule.py)
 
 
 @dataclass
@@ -122,6 +124,7 @@ class Trainer:
         self.strategy = build_strategy(cfg, model.to(self.device), len(tasks))
         self.model = self.strategy.model
         self.next_task = 0
+        self.task, self.initial_phase, self.stability = 0, True, None
         self.task_seconds: list[float] = []
         self.acc_matrix = [self.evaluate("test")]
         self.val_acc_matrix = [self.evaluate("val")]
@@ -135,6 +138,7 @@ class Trainer:
     def run_task(self, t: int) -> TaskRecord:
         """Train task t (with pruning rounds), then evaluate every task."""
         start = time.perf_counter()
+        self.task, self.initial_phase, self.stability = t, True, None
         torch.manual_seed(derive_seed(self.cfg.seed, t))
         self.shuffle = torch.Generator(device=self.device).manual_seed(derive_seed(self.cfg.seed, t))
         self.model.train()
@@ -158,7 +162,9 @@ class Trainer:
             f"acc {acc_row[t]:.2f}% on it, mean so far {sum(acc_row[:finished]) / finished:.2f}%"
         )
         counts = self.strategy.parameter_counts(finished)
-        return TaskRecord(finished, len(self.tasks), acc_row, val_row, seconds, loss, penalty, counts)
+        record = TaskRecord(finished, len(self.tasks), acc_row, val_row, seconds, loss, penalty, counts)
+        record.stability = self.stability
+        return record
 
     def _run_sequential_task(self, t: int) -> float:
         task = self.tasks.tasks[t]
@@ -178,8 +184,14 @@ class Trainer:
                 epoch += 1
 
         self.strategy.before_task(t)
+        numbers = stability_numbers(self.strategy, self._lr(0)) if t > 0 else None
+        if numbers:
+            self.stability = max(numbers.values())
+            for line in stability_message(t, numbers):
+                self.progress(line)
         if not self.strategy.skip_initial_training(t):
             fit(self.cfg.optim.epochs)
+        self.initial_phase = False
         self.strategy.after_training(t, Phase(task, opt, fit))
         self.strategy.after_task(t, task)
         return last_loss
@@ -191,8 +203,7 @@ class Trainer:
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum)
 
     def _lr(self, epoch: int) -> float:
-        o = self.cfg.optim
-        return o.lr * o.lr_decay ** (epoch // o.lr_decay_epochs)
+        return learning_rate(self.cfg.optim, self.task, epoch, self.initial_phase)
 
     def _epoch(self, t: int, split: Split, opt: torch.optim.Optimizer, epoch: int) -> float:
         """One pass over `split` in shuffled minibatches; returns the mean training loss."""

@@ -17,7 +17,15 @@ TRIAL_KEY = ["trial_id"]
 TASK_KEY = ["trial_id", "after_task", "eval_task", "split"]
 BOUNDARY_KEY = ["trial_id", "after_task"]
 TRIALS, TASKS, BOUNDARIES = "trials.parquet", "tasks.parquet", "boundaries.parquet"
-BOUNDARY_COLUMNS = ("model_params", "state_values", "trunk_in_use", "task_seconds", "train_loss", "penalty")
+BOUNDARY_COLUMNS = (
+    "model_params",
+    "state_values",
+    "trunk_in_use",
+    "task_seconds",
+    "train_loss",
+    "penalty",
+    "stability",  # lr·2λ·max Ω at the task's start (penalty methods, tasks after the first)
+)
 
 
 def flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:

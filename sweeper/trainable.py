@@ -96,6 +96,7 @@ def task_entry(trainer: Trainer, record) -> dict[str, Any]:
         "acc_row": record.acc_row,
         "val_acc_row": record.val_acc_row,
         **record.counts,
+        **({"stability": record.stability} if getattr(record, "stability", None) is not None else {}),
         **task_metrics(trainer.acc_matrix, trainer.val_acc_matrix, record.task),
     }
 

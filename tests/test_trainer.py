@@ -121,7 +121,10 @@ def test_progress_reports_every_epoch_and_task(make_trainer):
     lines = []
     finish(make_trainer(progress=lines.append, strategy__pruning="none"))
     assert sum("epoch" in line for line in lines) == 3 * 2
-    assert sum(line.startswith("task ") for line in lines) == 3
+    assert sum(line.startswith("task ") and " done in " in line for line in lines) == 3
+    # before tasks 2 and 3 the penalty's stability number per tensor (issue 15, item 3)
+    stability = [line for line in lines if "stability lr·2λ·max Ω per tensor: trunk.0.weight" in line]
+    assert [line.split(":")[0] for line in stability] == ["task 2", "task 3"]
 
 
 def test_diverging_loss_raises_a_clear_error(make_trainer):

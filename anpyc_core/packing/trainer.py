@@ -26,6 +26,7 @@ from anpyc_core.data.tasks import as_device_tensor
 from anpyc_core.packing.optim import StackedSGD
 from anpyc_core.packing.signature import pack_refusal, pack_signature
 from anpyc_core.packing.stacked import StackedMLP
+from anpyc_core.schedule import DIVERGENCE_LIMIT, learning_rate, stability_numbers
 from anpyc_core.strategies import Strategy
 from anpyc_core.trainer import (
     Progress,
@@ -104,14 +105,26 @@ class PackedTrainer:
         """Task t for every live member: initial training, pruning rounds, evaluation."""
         start = time.perf_counter()
         live = self.live()
+        self.task, self.initial_phase = t, True
         self._begin_task(t, live)
         opt = self._optimizer(t)
         epochs = dict.fromkeys(live, 0)
         self.last_loss = dict.fromkeys(live, float("nan"))
+        self.stability: dict[int, float] = {}
         for k in live:
             self.members[k].strategy.before_task(t)
+            numbers = stability_numbers(self.members[k].strategy, self._lr(k, 0)) if t > 0 else None
+            if numbers:
+                self.stability[k] = max(numbers.values())
+        unstable = [k for k, v in self.stability.items() if v > DIVERGENCE_LIMIT]
+        if unstable:
+            self.progress(
+                f"warning: task {t + 1}: members {unstable} have lr·2λ·max Ω above {DIVERGENCE_LIMIT:g} "
+                "(their penalty step will diverge)"
+            )
         initial = [k for k in live if not self.members[k].strategy.skip_initial_training(t)]
         self._fit(t, initial, self.cfgs[0].optim.epochs, opt, epochs)
+        self.initial_phase = False
         rounds = {k: self.members[k].strategy.pruning_rounds(t) for k in self.live()}
         for r in range(max((len(v) for v in rounds.values()), default=0)):
             active = [k for k in self.live() if len(rounds[k]) > r]
@@ -150,8 +163,7 @@ class PackedTrainer:
         return StackedSGD(stacks, [cfg.optim.momentum for cfg in self.cfgs])
 
     def _lr(self, k: int, epoch: int) -> float:
-        o = self.cfgs[k].optim
-        return o.lr * o.lr_decay ** (epoch // o.lr_decay_epochs)
+        return learning_rate(self.cfgs[k].optim, self.task, epoch, self.initial_phase)
 
     def _fit(self, t: int, members: list[int], epochs: int, opt: StackedSGD, counters: dict[int, int]) -> None:
         """`epochs` passes for `members`; a member whose loss is not finite stops as diverged."""
@@ -226,6 +238,7 @@ class PackedTrainer:
             counts = m.strategy.parameter_counts(t + 1)
             loss, penalty = self.last_loss[k], m.strategy.penalty()
             records[k] = TaskRecord(t + 1, self.num_tasks, acc_row, val_row, share, loss, penalty, counts)
+            records[k].stability = self.stability.get(k)
         self.next_task = t + 1
         done = [r.acc_row[t] for r in records if r is not None]
         mean = sum(done) / len(done) if done else float("nan")

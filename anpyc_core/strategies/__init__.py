@@ -1,7 +1,7 @@
 """Continual-learning strategies and the factory that picks one from a config."""
 
 from anpyc_core.config import RunConfig
-from anpyc_core.models import MultiHeadMLP, xdg_gates
+from anpyc_core.models import MultiHeadMLP, reference_init, xdg_gates
 from anpyc_core.strategies.base import Phase, Strategy
 from anpyc_core.strategies.baselines import Finetune, FrozenTrunk, LearningWithoutForgetting
 from anpyc_core.strategies.hat import HardAttention
@@ -26,6 +26,8 @@ def build_model(cfg: RunConfig, in_features: int, head_sizes: list[int]) -> Mult
         dropout=cfg.model.dropout,
         single_head=cfg.strategy.method == "sgd",
     )
+    if cfg.model.init == "reference":
+        reference_init(model)
     if cfg.strategy.method == "hat":
         model.enable_hat(len(head_sizes), cfg.strategy.hat_smax)
     if cfg.strategy.pruning == "xdg":

@@ -144,7 +144,7 @@ class Regularised(Strategy):
 
     def schedule(self, task: int) -> list[float]:
         """This task's round percentages."""
-        return prune_percentages(task, self.s.beta, self.s.beta_decay, self.s.prune_step)
+        return prune_percentages(task, self.s.beta, self.s.beta_decay, self.s.prune_step, self.s.prune_schedule)
 
     def measure(self, task: int, data: Task, round_index: int) -> dict[str, torch.Tensor]:
         """Ω^t of the configured importance measure on the current weights (eval mode)."""
