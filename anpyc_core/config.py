@@ -125,6 +125,9 @@ class StrategyConfig(_Section):
     #: `exact`: P_t = β·decay^t, rounds stop exactly at P_t; `reference`: the authors' code, P_t = int(decay·P_{t-1})
     #: and rounds of `prune_step` that may overshoot P_t
     prune_schedule: Literal["exact", "reference"] = "exact"
+    #: `free`: task 1's rounds also free every weight with Ω = 0 (the paper's rule; it cascades);
+    #: `rank`: Ω = 0 weights compete like the others and a round frees exactly its percentage
+    zero_importance: Literal["free", "rank"] = "free"
     prune_last: bool = False
     xdg_gate: float = Field(0.8, ge=0.0, lt=1.0)
     lwf_alpha: float = Field(1.0, ge=0.0)

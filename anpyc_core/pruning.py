@@ -55,17 +55,46 @@ def _thresholds(
     return {n: percentile(pool(n), q) for n in omega}
 
 
-def greedy_free_set(omega: dict[str, torch.Tensor], previous: Masks | None, q: float, scope: str = "tensor") -> Masks:
+def greedy_free_set(
+    omega: dict[str, torch.Tensor], previous: Masks | None, q: float, scope: str = "tensor", zero_rule: str = "free"
+) -> Masks:
     """Weights to free at percentage `q`.
 
     First task (`previous` is None): {Ω < percentile(Ω, q)} ∪ {Ω = 0}.
     Later tasks: F ∩ {Ω ≤ percentile(Ω restricted to F, q)} with F = the previous free set, so
     weights outside F are never freed and free sets never grow from task to task.
+    `zero_rule="rank"`: no special case for Ω = 0; the floor(q% of the candidates) lowest-Ω weights
+    are freed (ties by position), so a round never frees more than its percentage.
     """
+    if zero_rule == "rank":
+        return _rank_free_set(omega, previous, q, scope)
     thresholds = _thresholds(omega, previous, q, scope)
     if previous is None:
         return {n: (w < thresholds[n]) | (w == 0) for n, w in omega.items()}
     return {n: previous[n] & (w <= thresholds[n]) for n, w in omega.items()}
+
+
+def _rank_free_set(omega: dict[str, torch.Tensor], previous: Masks | None, q: float, scope: str) -> Masks:
+    """The floor(q%) lowest-Ω candidates (per tensor, or over all tensors for `global`), ties by position."""
+    names = list(omega)
+    pools = {n: torch.ones_like(omega[n], dtype=torch.bool) if previous is None else previous[n] for n in names}
+    groups = [names] if scope == "global" else [[n] for n in names]
+    out = {n: torch.zeros_like(omega[n], dtype=torch.bool) for n in names}
+    for group in groups:
+        values = torch.cat([omega[n].reshape(-1) for n in group])
+        allowed = torch.cat([pools[n].reshape(-1) for n in group])
+        k = math.floor(q / 100.0 * int(allowed.sum()) + 1e-9)  # never past the percentage
+        if k == 0:
+            continue
+        ranked = torch.where(allowed, values, torch.full_like(values, float("inf")))
+        chosen = torch.zeros_like(allowed)
+        chosen[torch.sort(ranked, stable=True).indices[:k]] = True
+        start = 0
+        for n in group:
+            size = omega[n].numel()
+            out[n] = chosen[start : start + size].reshape(omega[n].shape)
+            start += size
+    return out
 
 
 def random_free_set(
@@ -75,12 +104,13 @@ def random_free_set(
     scope: str,
     current: Masks,
     generator: torch.Generator,
+    zero_rule: str = "free",
 ) -> Masks:
     """Same per-tensor counts as the greedy rule, weights chosen uniformly among candidates.
 
     Weights already freed in an earlier round (`current`) stay free.
     """
-    counts = {n: int(m.sum()) for n, m in greedy_free_set(omega, previous, q, scope).items()}
+    counts = {n: int(m.sum()) for n, m in greedy_free_set(omega, previous, q, scope, zero_rule).items()}
     out = {}
     for name, already in current.items():
         pool = ~already if previous is None else previous[name] & ~already

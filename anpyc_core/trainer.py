@@ -52,6 +52,7 @@ class TaskRecord:
     penalty: float
     counts: dict[str, int] = field(default_factory=dict)  # Strategy.parameter_counts
     stability: float | None = None  # lr·2λ·max Ω at the task's start (penalty methods; see schedule.py)
+    rounds: list[dict] = field(default_factory=list)  # per pruning round: freed and Ω = 0 fractions per tensor
 
 
 @dataclass
@@ -164,6 +165,7 @@ class Trainer:
         counts = self.strategy.parameter_counts(finished)
         record = TaskRecord(finished, len(self.tasks), acc_row, val_row, seconds, loss, penalty, counts)
         record.stability = self.stability
+        record.rounds = list(getattr(self.strategy, "round_stats", []))
         return record
 
     def _run_sequential_task(self, t: int) -> float:

@@ -7,6 +7,7 @@ replayed event never duplicates a row.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pandas as pd
@@ -59,6 +60,8 @@ def boundary_row(trial_id: str, after_task: int, result: dict[str, Any]) -> dict
     """One row of `boundaries.parquet`: parameter counts, time and loss after a task."""
     row: dict[str, Any] = {"trial_id": trial_id, "after_task": after_task}
     row.update({k: result[k] for k in BOUNDARY_COLUMNS if k in result})
+    if "rounds" in result:  # JSON list, one object per pruning round of the task (freed:<tensor>, zero_omega:<tensor>)
+        row["rounds"] = result["rounds"] if isinstance(result["rounds"], str) else json.dumps(result["rounds"])
     return row
 
 

@@ -97,6 +97,7 @@ def task_entry(trainer: Trainer, record) -> dict[str, Any]:
         "val_acc_row": record.val_acc_row,
         **record.counts,
         **({"stability": record.stability} if getattr(record, "stability", None) is not None else {}),
+        **({"rounds": json.dumps(record.rounds)} if getattr(record, "rounds", None) else {}),
         **task_metrics(trainer.acc_matrix, trainer.val_acc_matrix, record.task),
     }
 

@@ -82,3 +82,28 @@ def test_zero_free_weights_clears_weights_and_optimizer_state():
     zero_free_weights({"w": w}, free, opt)
     assert w.detach()[free["w"]].eq(0).all()
     assert opt.state[w]["momentum_buffer"][free["w"]].eq(0).all()
+
+
+def test_rank_rule_frees_exactly_its_percentage_even_among_zero_importances():
+    from anpyc_core.pruning import greedy_free_set
+
+    omega = {"w": torch.tensor([0.0] * 6 + [1.0, 2.0, 3.0, 4.0])}  # 60 % of Ω is exactly 0
+    free_rule = greedy_free_set(omega, None, 20.0, "tensor", "free")
+    rank_rule = greedy_free_set(omega, None, 20.0, "tensor", "rank")
+    assert int(free_rule["w"].sum()) == 6  # the paper's rule: every Ω = 0 weight, far past 20 %
+    assert rank_rule["w"].tolist() == [True, True] + [False] * 8  # exactly 2 of 10, ties by position
+    later = greedy_free_set(
+        {"w": torch.arange(10.0)}, {"w": torch.tensor([True] * 5 + [False] * 5)}, 40.0, "tensor", "rank"
+    )
+    assert later["w"].tolist() == [True, True] + [False] * 8  # 40 % of the 5 candidates, inside them
+
+
+def test_rounds_record_the_freed_and_zero_importance_fractions(make_trainer):
+    for rule in ("free", "rank"):
+        tr = make_trainer(strategy__zero_importance=rule, strategy__beta=30.0, strategy__prune_step=10.0)
+        record = tr.run_task(0)
+        assert [r["round"] for r in record.rounds] == [1, 2, 3]
+        freed = [r["freed:trunk.1.weight"] for r in record.rounds]
+        assert freed == sorted(freed) and all(0 <= r["zero_omega:trunk.1.weight"] <= 1 for r in record.rounds)
+        if rule == "rank":  # never past the round's percentage
+            assert all(r[k] <= r["percent"] / 100 + 1e-6 for r in record.rounds for k in r if k.startswith("freed:"))

@@ -123,6 +123,16 @@ def test_trials_keep_first_and_last_snapshots_and_boundaries(grid_study):
     bounds = pd.read_parquet(grid_study.study_dir / "boundaries.parquet")
     assert len(bounds) == 4 * 2 and not bounds.duplicated(["trial_id", "after_task"]).any()
     assert (bounds["model_params"] > 0).all() and (bounds["trunk_in_use"] <= bounds["model_params"]).all()
+    # the pruning cascade, per round and tensor: task 1 of the `full` (greedy, β = 20) trials has rounds
+    trials = pd.read_parquet(grid_study.study_dir / "trials.parquet").set_index("trial_id")["ablation"]
+    full = bounds[(bounds.trial_id.map(trials) == "full") & (bounds.after_task == 1)]
+    for text in full["rounds"]:
+        rounds = json.loads(text)
+        assert [r["round"] for r in rounds] == [1, 2] and {"freed:trunk.0.weight", "zero_omega:trunk.0.weight"} <= set(
+            rounds[0]
+        )
+    # the penalty's stability number before task 2, for every trial (ANPyC consolidates with the penalty)
+    assert bounds[bounds.after_task == 2]["stability"].notna().all()
 
 
 def test_analyze_writes_the_three_section_v_figures(grid_study):

@@ -239,6 +239,7 @@ class PackedTrainer:
             loss, penalty = self.last_loss[k], m.strategy.penalty()
             records[k] = TaskRecord(t + 1, self.num_tasks, acc_row, val_row, share, loss, penalty, counts)
             records[k].stability = self.stability.get(k)
+            records[k].rounds = list(getattr(m.strategy, "round_stats", []))
         self.next_task = t + 1
         done = [r.acc_row[t] for r in records if r is not None]
         mean = sum(done) / len(done) if done else float("nan")

@@ -39,6 +39,8 @@ class Regularised(Strategy):
         if self.uses_si:
             self.si_path = TensorStore(self.params)  # ω, reset each task
         self._round_free: dict[str, torch.Tensor] | None = None
+        #: per pruning round: the freed fraction and the Ω = 0 fraction of every tensor (the cascade, made visible)
+        self.round_stats: list[dict] = []
         self._consolidating = False
         self._coef_lr: float | None = None
 
@@ -84,6 +86,7 @@ class Regularised(Strategy):
 
     def pruning_rounds(self, task: int) -> list[float]:
         """Greedy (or random) pruning rounds of `task`: percentages p_k up to P_t."""
+        self.round_stats = []
         if not self.prunes(task):
             return []
         self._previous = self.free.as_dict() if bool(self.has_free) else None
@@ -93,11 +96,21 @@ class Regularised(Strategy):
     def begin_round(self, task: int, index: int, percent: float, data: Task, optimizer) -> None:
         """Free the weights of round `index` at `percent` and zero them (and their optimiser state)."""
         omega_t = self.measure(task, data, round_index=index + 1)
+        rule, scope = self.s.zero_importance, self.s.prune_scope
         if self.s.pruning == "random":
             gen = torch.Generator().manual_seed(_derive(self.cfg.seed, task, 1000 + index))
-            self._current = random_free_set(omega_t, self._previous, percent, self.s.prune_scope, self._current, gen)
+            self._current = random_free_set(omega_t, self._previous, percent, scope, self._current, gen, rule)
         else:
-            self._current = greedy_free_set(omega_t, self._previous, percent, self.s.prune_scope)
+            self._current = greedy_free_set(omega_t, self._previous, percent, scope, rule)
+        self.round_stats.append(
+            {
+                "task": task + 1,
+                "round": index + 1,
+                "percent": percent,
+                **{f"freed:{n}": float(m.float().mean()) for n, m in self._current.items()},
+                **{f"zero_omega:{n}": float((o == 0).float().mean()) for n, o in omega_t.items()},
+            }
+        )
         zero_free_weights(self.params, self._current, optimizer)
         self._round_free = self._current
 
