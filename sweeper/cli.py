@@ -49,12 +49,13 @@ def write_json_atomic(path: Path, payload: dict) -> None:
 
 
 def check_writable_dir(folder: Path, option: str) -> None:
-    """Create `folder` and write a probe file there, before any work: UsageError naming `option` if not."""
+    """Before any work, check that `folder` can be written (a probe in it, or in its nearest existing
+    parent, removed again: nothing is created): UsageError naming `option` if not."""
+    existing = next((p for p in [folder.absolute(), *folder.absolute().parents] if p.exists()), None)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
-        os.close(fd)
-        os.unlink(probe)
+        if existing is None or not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is not a folder")
+        tempfile.TemporaryDirectory(dir=existing, prefix=".write-probe-").cleanup()
     except OSError as err:
         raise UsageError(f"{option} {folder}: cannot write there ({err.strerror or err})") from None
 

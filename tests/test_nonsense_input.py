@@ -62,5 +62,6 @@ def test_train_checks_its_output_folder_before_training(tmp_path):
         text=True,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: --out /proc/anpyc-out: cannot write there (No such file or directory)"
+    assert proc.stderr.strip().startswith("error: --out /proc/anpyc-out: cannot write there (")
+    assert len(proc.stderr.strip().splitlines()) == 1
     assert "Traceback" not in proc.stderr and time.monotonic() - start < 30  # refused before any epoch
