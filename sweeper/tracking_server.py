@@ -46,13 +46,23 @@ def alive(pid: int) -> bool:
     return True
 
 
+def is_supervisor(pid: int, state_dir: Path) -> bool:
+    """Whether `pid` is this state dir's supervisor, not another process that reuses a stale pid (a node
+    rebooted, or a new PID namespace, hands out the same small pids again)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"sweeper.tracking_server" in args and str(state_dir.resolve()).encode() in args
+
+
 def running_pid(state_dir: Path) -> int | None:
-    """The supervisor's pid from the pid file, if that process is alive."""
+    """The supervisor's pid from the pid file, if that process is alive and is the supervisor."""
     try:
         pid = int((state_dir / PID_FILE).read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if alive(pid) else None
+    return pid if alive(pid) and is_supervisor(pid, state_dir) else None
 
 
 def start(state_dir: Path, host: str, port: int, mlflow_args: list[str], stop_with: str | None, wait_s: float) -> int:
@@ -63,7 +73,8 @@ def start(state_dir: Path, host: str, port: int, mlflow_args: list[str], stop_wi
         pid = running_pid(state_dir)
         if pid is None:
             log = open(state_dir / LOG_FILE, "ab")  # noqa: SIM115 - handed to the child
-            cmd = [sys.executable, "-m", "sweeper.tracking_server", str(state_dir), host, str(port), stop_with or ""]
+            where = str(state_dir.resolve())  # the supervisor's identity (is_supervisor)
+            cmd = [sys.executable, "-m", "sweeper.tracking_server", where, host, str(port), stop_with or ""]
             child = subprocess.Popen(
                 [*cmd, *mlflow_args], stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
             )

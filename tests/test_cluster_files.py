@@ -33,3 +33,21 @@ def test_aws_cluster_has_cpu_head_and_autoscaling_gpu_workers():
     assert head["resources"] == {"CPU": 0} and all("ImageId" in n["node_config"] for n in (head, *workers))
     assert any("anpyc-state:" in opt for opt in config["docker"]["run_options"])  # head state on the host disk
     assert "gpu" in config["docker"]["image"] and "2.60.0" in config["docker"]["image"]
+
+
+def test_a_stale_tracking_server_pid_file_never_names_another_process(tmp_path):
+    # a rebooted head (or a new PID namespace) reuses small pids: the pid file's number may now be
+    # some other live process, which must neither count as the server nor be stopped
+    import subprocess
+
+    from sweeper import tracking_server
+
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (tmp_path / tracking_server.PID_FILE).write_text(str(other.pid))
+        assert tracking_server.running_pid(tmp_path) is None
+        assert tracking_server.stop(tmp_path, wait_s=1) is False
+        assert other.poll() is None  # untouched
+    finally:
+        other.kill()
+        other.wait()

@@ -222,7 +222,7 @@ def test_ray_up_job_submit_query_from_outside_ray_down(cluster, tmp_path):
     status = json.loads(cli(c, "status", str(work / "study.yaml"), *where, home=home))
     assert status["parquet"] == {"FINISHED": 2} and status["mlflow"] == {"FINISHED": 2}, status
     best = json.loads(cli(c, "best", str(work / "study.yaml"), "--json", *where, home=home))
-    assert len(best) == 2
+    assert len(best) == 2 and all(b["n"] == 1 and len(b["run_ids"]) == 1 for b in best)  # configurations
 
     import mlflow
 
@@ -239,7 +239,7 @@ def test_ray_up_job_submit_query_from_outside_ray_down(cluster, tmp_path):
     from sweeper.version import source_hash
 
     assert {r.data.tags["anpyc_source_sha"] for r in trials} == {source_hash()}  # rsynced without .git
-    rerun = cli(c, "rerun", best[0]["run_id"], "--tracking-uri", c.tracking_uri, home=home)
+    rerun = cli(c, "rerun", best[0]["run_ids"][0], "--tracking-uri", c.tracking_uri, home=home)
     assert rerun.strip().endswith("identical"), rerun
 
     down = c.down()
