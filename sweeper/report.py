@@ -85,6 +85,11 @@ def plot_against(
         [position[v] for v in values], [f"{v:g}" if numeric else str(v) for v in values], rotation=0 if numeric else 30
     )
     ax.xaxis.set_minor_locator(NullLocator())
+    _finish(fig, ax, column, metric, title, path)
+
+
+def _finish(fig, ax, column: str, metric: str, title: str, path: Path) -> None:
+    """Labels, title, grid and legend of a metric-against-parameter figure; save it and close it."""
     ax.set_xlabel(column.removeprefix("cfg."))
     ax.set_ylabel(f"{metric} ({'%' if metric.endswith('acc') else 'points'})")
     ax.set_title(title, fontsize=10)
@@ -115,14 +120,7 @@ def plot_scatter(frame: pd.DataFrame, column: str, metric: str, path: Path, titl
         ax.scatter(pd.to_numeric(part[column]), part[metric], alpha=0.7, label=ablation)
     if log:
         ax.set_xscale("log")
-    ax.set_xlabel(column.removeprefix("cfg."))
-    ax.set_ylabel(f"{metric} ({'%' if metric.endswith('acc') else 'points'})")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(title="ablation", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, ax, column, metric, title, path)
 
 
 def binned_table(

@@ -33,9 +33,11 @@ class StackedSGD:
         index = None if everyone else torch.tensor(members, device=self.stacks[0].device)
         shape = (len(members),)
         fresh = [a for a, k in enumerate(members) if not self.started[k]]
+        first = self.stacks[0]  # every stack shares dtype and device: the per-member rates are made once per step
+        neg_lrs = torch.tensor([-lr for lr in lrs], dtype=first.dtype, device=first.device)
         for i, stack in enumerate(self.stacks):
             view = (1,) * (stack.dim() - 1)
-            neg_lr = torch.tensor([-lr for lr in lrs], dtype=stack.dtype, device=stack.device).view(*shape, *view)
+            neg_lr = neg_lrs.view(*shape, *view)
             grad = stack.grad if everyone else stack.grad.index_select(0, index)
             direction = grad
             if self.uses_momentum:
