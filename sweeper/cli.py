@@ -226,6 +226,8 @@ def print_trials(spec) -> None:
         for key, dim in spec.search.items():
             typer.echo(f"  {key}: {dim.model_dump(exclude_none=True)}")
         typer.echo(f"  ablation: {list(spec.ablations)}  seed: {spec.seeds}")
+        if spec.pack.max_members > 1:
+            typer.echo(f"  asked {spec.pack.max_members} at a time, each batch trained as packs by signature")
         return
     groups = pack_groups(spec) if spec.pack.max_members > 1 else [[t] for t in spec.grid_trials()]
     n = 0

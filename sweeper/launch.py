@@ -61,38 +61,53 @@ def tune_space(spec: StudySpec) -> dict[str, Any]:
     }
 
 
+def optuna_sampler(spec: StudySpec):
+    """The study's Optuna sampler, seeded (TPE with the constant liar when packs ask many at once)."""
+    import optuna
+
+    seed = spec.optuna.seed
+    return {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, constant_liar=spec.pack.max_members != 1),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+    }[spec.optuna.sampler]()
+
+
 def search_algorithm(spec: StudySpec):
-    """OptunaSearch for `searcher: optuna` (None for grid)."""
+    """OptunaSearch for `searcher: optuna` (the packed searcher when the study packs; None for grid)."""
     if spec.searcher != "optuna":
         return None
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    seed = spec.optuna.seed
-    sampler = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
-        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
-        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
-        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-    }[spec.optuna.sampler]()
+    # a persistent Optuna study beside the study's MLflow store: `anpyc-sweep ui STUDY --optuna` opens it
+    spec.study_dir.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{spec.study_dir / OPTUNA_DB}"
+    if packs(spec):
+        from sweeper.packed_search import PackedOptunaSearch
+
+        return PackedOptunaSearch(spec, url, optuna_sampler(spec))
     metrics = [o.metric for o in spec.objectives]
     modes = [o.mode for o in spec.objectives]
     single = len(metrics) == 1
-    # a persistent Optuna study beside the study's MLflow store: `anpyc-sweep ui STUDY --optuna` opens it
-    spec.study_dir.mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage(f"sqlite:///{spec.study_dir / OPTUNA_DB}")
     return OptunaSearch(
         metric=metrics[0] if single else metrics,
         mode=modes[0] if single else modes,
-        sampler=sampler,
+        sampler=optuna_sampler(spec),
         study_name=spec.name,
-        storage=storage,
+        storage=optuna.storages.RDBStorage(url),
     )
 
 
+def packs(spec: StudySpec) -> bool:
+    """True when the study runs packed trials (each Tune trial trains several configurations)."""
+    return spec.pack.max_members != 1
+
+
 def scheduler(spec: StudySpec, max_tasks: int):
-    """ASHA on the number of finished tasks, or None."""
-    if spec.scheduler.kind != "asha":
+    """ASHA on the number of finished tasks, or None (packs stop their members through member ASHA)."""
+    if spec.scheduler.kind != "asha" or packs(spec):
         return None
     from ray.tune.schedulers import ASHAScheduler
 
@@ -311,7 +326,13 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, 
     # Tune learns of trial checkpoints through its experiment snapshot; snapshot every second so a
     # killed driver's in-flight trials resume from their last task, not from task 1.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    packed = spec.pack.max_members > 1
+    packed = packs(spec)
+    max_tasks = max(validate_config(c).data.tasks for c in configs)
+    rungs = None  # held until fit() returns: an actor without a handle is collected
+    if packed and spec.scheduler.kind == "asha":
+        from sweeper.member_asha import start_member_rungs
+
+        rungs = start_member_rungs(spec, max_tasks)
     trainable = tune.with_resources(
         tune.with_parameters(
             train_pack if packed else train_trial, spec=spec.model_dump(mode="json"), datasets=datasets, joint_refs=refs
@@ -332,16 +353,13 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, 
         restored._run_config.callbacks = kept + progress  # this launch's console, not the first one's
         restored._run_config.verbose = 1 if verbose else 0
     else:
-        max_tasks = max(validate_config(c).data.tasks for c in configs)
         tuner = tune.Tuner(
             trainable,
-            param_space={"pack": tune.grid_search([json.dumps(g) for g in pack_groups(spec)])}
-            if packed
-            else tune_space(spec),
+            param_space=param_space(spec),
             tune_config=tune.TuneConfig(
                 search_alg=search_algorithm(spec),
                 scheduler=scheduler(spec, max_tasks),
-                num_samples=1 if spec.searcher == "grid" else spec.optuna.num_samples,
+                num_samples=tune_samples(spec),
                 max_concurrent_trials=spec.max_concurrent_trials,
                 reuse_actors=True,
             ),
@@ -355,11 +373,28 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, 
             ),
         )
     grid = tuner.fit()
+    del rungs
     if not unfinished_trials(spec, grid):
         fixed = reconcile(spec, spec_yaml, grid)
         if fixed:
             print(f"recorded the end of {fixed} trial(s) that the study's record had missed", flush=True)
     return grid
+
+
+def param_space(spec: StudySpec) -> dict[str, Any]:
+    """Tune's param_space: the search space, the grid of packs, or nothing (the packed searcher suggests packs)."""
+    if not packs(spec):
+        return tune_space(spec)
+    if spec.searcher == "grid":
+        return {"pack": tune.grid_search([json.dumps(g) for g in pack_groups(spec)])}
+    return {}
+
+
+def tune_samples(spec: StudySpec) -> int:
+    """Tune's num_samples: 1 per grid point, Optuna's count, or -1 (the packed searcher says when it is done)."""
+    if spec.searcher == "grid":
+        return 1
+    return -1 if packs(spec) else spec.optuna.num_samples
 
 
 def reconcile(spec: StudySpec, spec_yaml: str, grid: Any) -> int:
@@ -375,8 +410,12 @@ def reconcile(spec: StudySpec, spec_yaml: str, grid: Any) -> int:
 
 
 def expected_trials(spec: StudySpec) -> int:
-    """How many Tune trials the study runs (packs count once)."""
-    return len(pack_groups(spec)) if spec.pack.max_members > 1 else spec.trial_count()
+    """How many Tune trials the study runs (packs count once; packed Optuna studies: at least this many)."""
+    if not packs(spec):
+        return spec.trial_count()
+    if spec.searcher == "grid":
+        return len(pack_groups(spec))
+    return -(-spec.optuna.num_samples // spec.pack.max_members)
 
 
 def unfinished_trials(spec: StudySpec, grid: Any) -> int:

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -56,15 +57,14 @@ def train_pack(
                     histories[k] = json.loads(path.read_text())
     resumed_from = pack.next_task
     objectives = [o["metric"] for o in spec["objectives"]]
+    rungs = member_rungs(spec)
+    trial_id = tune.get_context().get_trial_id()
     for records in pack.run():
         reports: list[dict[str, Any]] = []
         with tempfile.TemporaryDirectory() as folder:
-            pack.save_checkpoint(Path(folder) / PACK_CHECKPOINT_FILE)
             for k, record in enumerate(records):
                 if record is None:  # diverged: a result, reported with the reason, never retried
-                    reports.append(
-                        {"task": pack.members[k].next_task, "diverged": f"TrainingDiverged: {pack.diverged[k]}"}
-                    )
+                    reports.append(_ended_part(pack, k))
                     continue
                 member = pack.members[k]
                 report = task_report(member, record, resumed_from, histories[k])
@@ -72,12 +72,43 @@ def train_pack(
                 names = write_task_files(sub, member, record, spec, histories[k])
                 report["snapshot_files"] = json.dumps([f"{member_folder(k)}/{n}" for n in names])
                 reports.append(report)
-            live = [r for r in reports if "diverged" not in r]
+            if rungs is not None:
+                stop_members(pack, rungs, trial_id, records, reports, objectives[0])
+            pack.save_checkpoint(Path(folder) / PACK_CHECKPOINT_FILE)  # after the stops: a resume keeps them
+            live = [r for r, rec in zip(reports, records, strict=True) if rec is not None]
             summary = {o: _mean([r.get(o) for r in live]) for o in objectives}
             tune.report(
                 {"task": pack.next_task, "members": json.dumps(reports), "pack_size": len(cfgs), **summary},
                 checkpoint=tune.Checkpoint.from_directory(folder),
             )
+
+
+def _ended_part(pack: PackedTrainer, k: int) -> dict[str, Any]:
+    """The report part of a member that no longer trains: diverged (a result) or stopped early."""
+    done = pack.members[k].next_task
+    if pack.diverged[k] is not None:
+        return {"task": done, "diverged": f"TrainingDiverged: {pack.diverged[k]}"}
+    return {"task": done, "stopped": pack.stopped[k]}
+
+
+def member_rungs(spec: dict):
+    """The study's member-ASHA actor when the study has `scheduler: asha`, else None."""
+    if spec["scheduler"]["kind"] != "asha":
+        return None
+    from sweeper.member_asha import actor_name
+
+    return ray.get_actor(actor_name(spec["name"]))
+
+
+def stop_members(pack: PackedTrainer, rungs, trial_id: str, records: list, reports: list[dict], metric: str) -> None:
+    """Ask the study's rungs about every member that just finished a task; freeze those told to stop."""
+    asked = [k for k, rec in enumerate(records) if rec is not None and isinstance(reports[k].get(metric), float | int)]
+    entries = [(f"{trial_id}_m{k}", records[k].task, float(reports[k][metric])) for k in asked]
+    for k, go_on in zip(asked, ray.get(rungs.decide.remote(entries)), strict=True):
+        if not go_on and records[k].task < pack.num_tasks:
+            why = f"asha: {metric} {reports[k][metric]:.2f} below its rung's cutoff after task {records[k].task}"
+            pack.stop(k, why)
+            reports[k]["stopped"] = why  # this task is recorded; the member's later parts carry only the reason
 
 
 def _mean(values: list) -> float:

@@ -145,11 +145,6 @@ class StudySpec(_Strict):
             raise ValueError("optuna.sampler: cmaes handles a single objective; use tpe, gp or random")
         if len(self.objectives) > 1 and self.scheduler.kind != "none":
             raise ValueError("scheduler: asha needs a single objective")
-        if self.pack.max_members > 1 and (self.searcher != "grid" or self.scheduler.kind != "none"):
-            raise ValueError(
-                "pack.max_members: packed trials run grid studies without a scheduler for now "
-                "(optuna and asha run one trial per process); set pack.max_members: 1"
-            )
         if self.remote_storage and not (self.tracking_uri or "").startswith(("http://", "https://")):
             raise ValueError(
                 f"tracking_uri: storage {self.storage} is shared by every node, so the tracking store must be "

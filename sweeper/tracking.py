@@ -244,8 +244,8 @@ class StudyRecorder(Callback):
     def _trial_result(self, trial, result: dict) -> None:
         """Every finished task not yet recorded: rows in tasks.parquet and boundaries.parquet, then its
         metric step in MLflow (a step is done once MLflow has it, so a failed write is redone later)."""
-        if "diverged" in result:  # no new task finished; on_trial_complete records the reason
-            return
+        if "diverged" in result or ("stopped" in result and "history" not in result):
+            return  # no new task finished: on_trial_complete records the end
         run_id, tid = self.run_id(trial), trial.trial_id
         history = json.loads(result["history"]) if "history" in result else [{**result, "task": result["task"]}]
         for entry in history:
@@ -323,7 +323,7 @@ class StudyRecorder(Callback):
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         """The trial failed for good (for a pack: every member but those that diverged)."""
         for one in members_of(trial, trial.last_result or {}):
-            if "diverged" in (one.last_result or {}):
+            if ended_early(one.last_result):
                 self._trial_complete(one)
             else:
                 self._trial_error(one)
@@ -353,7 +353,7 @@ class StudyRecorder(Callback):
             for one in members_of(trial, metrics):
                 if one.trial_id in recorded:
                     continue
-                if result.error is not None and "diverged" not in (one.last_result or {}):
+                if result.error is not None and not ended_early(one.last_result):
                     self._trial_error(one)
                 else:
                     if "history" in (one.last_result or {}):
@@ -404,6 +404,12 @@ class StudyRecorder(Callback):
         import matplotlib.pyplot as plt
 
         plt.close(fig)
+
+
+def ended_early(result: dict | None) -> bool:
+    """True for the last result of a run that ended before its last task as a result (diverged, or a
+    pack member stopped by ASHA), not as a fault."""
+    return bool(result) and ("diverged" in result or "stopped" in result)
 
 
 def members_of(trial, result: dict | None = None) -> list:

@@ -91,14 +91,16 @@ def cluster():
 
 
 @pytest.mark.slow
-def test_killed_worker_node_trials_resume_from_checkpoints_exactly_once(tmp_path, cluster):
-    spec = parse_study({**STUDY, "storage": str(tmp_path)})
+@pytest.mark.parametrize("pack", [1, 4], ids=["one_per_process", "packed"])
+def test_killed_worker_node_trials_resume_from_checkpoints_exactly_once(tmp_path, cluster, pack):
+    study = {**STUDY, "pack": {"max_members": pack}}  # packed: all four trials are members of one pack
+    spec = parse_study({**study, "storage": str(tmp_path)})
     driver_code = textwrap.dedent(f"""
         import ray
         from sweeper.launch import launch, spec_text
         from sweeper.spec import parse_study
         ray.init(address="{HEAD}:{PORT}", _node_ip_address="{HEAD}", log_to_driver=False)
-        spec = parse_study({STUDY!r} | {{"storage": {str(tmp_path)!r}}})
+        spec = parse_study({study!r} | {{"storage": {str(tmp_path)!r}}})
         launch(spec, spec_text(spec))
     """)
     driver = subprocess.Popen(
@@ -146,11 +148,11 @@ def test_killed_worker_node_trials_resume_from_checkpoints_exactly_once(tmp_path
     trial_runs = [r for r in runs if r.data.tags.get(TAG_ROLE) == "trial"]
     assert len(trial_runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
     resumed = [int(r.data.tags.get("resumed_from_task", 0)) for r in trial_runs]
-    assert sum(1 for r in resumed if r >= 2) >= 2, resumed  # resumed from a checkpoint, not from task 1
+    assert sum(1 for r in resumed if r >= 2) >= (4 if pack > 1 else 2), resumed  # from a checkpoint, not task 1
     for run in trial_runs:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
         assert sorted(steps) == list(range(1, 9)), steps
     print(
-        f"\nFIGURES killed-worker: trials=4 resumed_from_task={sorted(r for r in resumed if r)} "
+        f"\nFIGURES killed-worker (pack {pack}): trials=4 resumed_from_task={sorted(r for r in resumed if r)} "
         f"parquet_rows={len(trials)} mlflow_trial_runs={len(trial_runs)} duplicate_task_rows=0 lost=0"
     )

@@ -9,6 +9,7 @@ import torch
 
 from anpyc_core.config import ConfigError, validate_config
 from anpyc_core.packing import PackedTrainer, group_by_signature, pack_refusal, pack_signature
+from anpyc_core.packing.trainer import MemberStopped
 from anpyc_core.trainer import Trainer, TrainingDiverged
 
 # method settings shared by a pack, and per-member values (member k of 4) that differ inside it
@@ -112,6 +113,16 @@ def test_each_member_of_four_follows_its_sequential_run(case):
     follow([member_config(strategy, varied, k) for k in range(4)], rel=1e-5, acc_points=0.5)
 
 
+def others_follow_their_sequential_runs(cfgs, pack, outcome, members) -> None:
+    """Each of `members` ended as its sequential run does (accuracies, parameters, Ω)."""
+    for k in members:
+        single = Trainer(cfgs[k])
+        for _ in single.run():
+            pass
+        assert outcome[k].acc_matrix == single.acc_matrix
+        assert_close(state_of(single), state_of(pack.members[k]), 1e-5)
+
+
 def test_a_diverging_member_stops_and_the_others_go_on():
     strategy, varied = CASES["ewc"]
     lrs = {"optim.lr": [0.1, 1e6, 0.1]}
@@ -121,12 +132,31 @@ def test_a_diverging_member_stops_and_the_others_go_on():
         pass
     outcome = pack.results()
     assert isinstance(outcome[1], TrainingDiverged) and "training loss became" in str(outcome[1])
-    for k in (0, 2):
-        single = Trainer(cfgs[k])
-        for _ in single.run():
-            pass
-        assert outcome[k].acc_matrix == single.acc_matrix
-        assert_close(state_of(single), state_of(pack.members[k]), 1e-5)
+    others_follow_their_sequential_runs(cfgs, pack, outcome, (0, 2))
+
+
+def test_a_stopped_member_freezes_survives_a_resume_and_the_others_go_on(tmp_path):
+    strategy, varied = CASES["anpyc"]
+    cfgs = [member_config(strategy, varied, k) for k in range(3)]
+    pack = PackedTrainer(cfgs)
+    pack.run_task(0)
+    pack.stop(1, "asha: below the rung cutoff after task 1")
+    frozen = state_of(pack.members[1])
+    path = pack.save_checkpoint(tmp_path / "pack.pt")
+    resumed = PackedTrainer(cfgs)
+    resumed.load_checkpoint(path)
+    assert resumed.live() == [0, 2]
+    for records in resumed.run():
+        assert records[1] is None
+    assert_close(frozen, state_of(resumed.members[1]), 0.0)
+    outcome = resumed.results()
+    assert isinstance(outcome[1], MemberStopped) and outcome[1].tasks_done == 1
+    others_follow_their_sequential_runs(cfgs, resumed, outcome, (0, 2))
+    everyone = PackedTrainer(cfgs)
+    everyone.run_task(0)
+    for k in range(3):
+        everyone.stop(k, "asha")
+    assert list(everyone.run()) == []  # no member left: the pack ends at once
 
 
 def test_pack_checkpoint_resume_is_bit_identical(tmp_path):

@@ -54,8 +54,6 @@ def test_trials_are_grouped_by_signature_into_packs(tmp_path):
 
 
 def test_packing_refuses_what_it_cannot_run_in_one_line(tmp_path):
-    with pytest.raises(ConfigError, match="pack.max_members: packed trials run grid studies without a scheduler"):
-        parse_study(study(tmp_path, scheduler={"kind": "asha"}))
     with pytest.raises(ConfigError, match="pack.max_members"):
         parse_study(study(tmp_path, pack={"max_members": 0}))
 

@@ -42,6 +42,14 @@ from anpyc_core.trainer import (
 PACK_FORMAT = 1
 
 
+class MemberStopped(RuntimeError):
+    """A member stopped early (by a scheduler such as ASHA) after `tasks_done` tasks."""
+
+    def __init__(self, reason: str, tasks_done: int) -> None:
+        super().__init__(reason)
+        self.tasks_done = tasks_done
+
+
 def _overrides(strategy: Strategy, hook: str) -> bool:
     return getattr(type(strategy), hook) is not getattr(Strategy, hook)
 
@@ -83,6 +91,7 @@ class PackedTrainer:
             if hasattr(member.strategy, "params"):
                 member.strategy.params = member.model.trunk_parameters()
         self.diverged: list[str | None] = [None] * len(cfgs)
+        self.stopped: list[str | None] = [None] * len(cfgs)  # early-stopped (e.g. by ASHA): frozen
         self.next_task = 0
         self.num_tasks = len(self.members[0].tasks)
 
@@ -92,13 +101,19 @@ class PackedTrainer:
         return len(self.members)
 
     def live(self) -> list[int]:
-        """Indices of the members that have not diverged."""
-        return [k for k, why in enumerate(self.diverged) if why is None]
+        """Indices of the members still training (neither diverged nor stopped)."""
+        return [k for k in range(self.size) if self.diverged[k] is None and self.stopped[k] is None]
+
+    def stop(self, k: int, reason: str) -> None:
+        """Freeze member k after its last finished task (its record so far stays its result)."""
+        if self.diverged[k] is None and self.stopped[k] is None:
+            self.stopped[k] = reason
 
     # ----------------------------------------------------------- the loop
     def run(self) -> Iterator[list[TaskRecord | None]]:
-        """Train the remaining tasks, yielding one record per member (None once diverged) after each."""
-        while self.next_task < self.num_tasks:
+        """Train the remaining tasks, yielding one record per member (None once diverged or stopped)
+        after each; ends early when no member is left training."""
+        while self.next_task < self.num_tasks and self.live():
             yield self.run_task(self.next_task)
 
     def run_task(self, t: int) -> list[TaskRecord | None]:
@@ -245,7 +260,7 @@ class PackedTrainer:
         mean = sum(done) / len(done) if done else float("nan")
         self.progress(
             f"task {t + 1}/{self.num_tasks} done in {seconds:.1f}s for {len(live)} members "
-            f"({self.size - len(live)} diverged): mean acc {mean:.2f}% on it"
+            f"({self.size - len(live)} diverged or stopped): mean acc {mean:.2f}% on it"
         )
         return records
 
@@ -257,6 +272,7 @@ class PackedTrainer:
             "signature": self.signature,
             "next_task": self.next_task,
             "diverged": list(self.diverged),
+            "stopped": list(self.stopped),
             "members": [m.checkpoint_state() for m in self.members],
         }
 
@@ -269,6 +285,7 @@ class PackedTrainer:
         for member, member_state in zip(self.members, state["members"], strict=True):
             member.load_checkpoint_state(member_state)
         self.diverged = list(state["diverged"])
+        self.stopped = list(state.get("stopped", [None] * self.size))
         self.next_task = state["next_task"]
 
     def save_checkpoint(self, path: str | Path) -> Path:
@@ -280,15 +297,23 @@ class PackedTrainer:
         self.load_checkpoint_state(torch.load(path, map_location=self.device, weights_only=True))
 
     # ----------------------------------------------------------- results
-    def results(self) -> list[RunResult | TrainingDiverged]:
-        """Each member's RunResult, or the TrainingDiverged saying where it diverged."""
-        return [
-            TrainingDiverged(why) if why is not None else m.result()
-            for m, why in zip(self.members, self.diverged, strict=True)
-        ]
+    def results(self) -> list[RunResult | TrainingDiverged | MemberStopped]:
+        """Each member's RunResult (a stopped member's covers its finished tasks), or the TrainingDiverged
+        saying where it diverged."""
+        out: list[RunResult | TrainingDiverged | MemberStopped] = []
+        for m, diverged, stopped in zip(self.members, self.diverged, self.stopped, strict=True):
+            if diverged is not None:
+                out.append(TrainingDiverged(diverged))
+            elif stopped is not None:
+                out.append(MemberStopped(stopped, m.next_task))
+            else:
+                out.append(m.result())
+        return out
 
 
-def run_pack(cfgs: list[RunConfig], progress: Progress | None = None) -> list[RunResult | TrainingDiverged]:
+def run_pack(
+    cfgs: list[RunConfig], progress: Progress | None = None
+) -> list[RunResult | TrainingDiverged | MemberStopped]:
     """Train `cfgs` as one pack to the end and return each member's outcome."""
     pack = PackedTrainer(cfgs, progress=progress)
     for _ in pack.run():
