@@ -219,7 +219,12 @@ def _study(path: Path, storage: str | None = None, tracking_uri: str | None = No
 
 def print_trials(spec) -> None:
     """`launch --dry-run`: every trial a grid study runs (with its pack), or an Optuna study's space."""
-    from sweeper.packs import pack_groups
+    from sweeper.launch import load_datasets, shape_configs
+    from sweeper.packs import pack_groups, resolve_pack_size
+
+    if spec.pack.max_members == "auto":  # sized on this machine: a launch sizes it where trials run
+        configs = shape_configs(spec)
+        typer.echo(resolve_pack_size(spec, configs, load_datasets(configs), save=False) + " on this machine")
 
     if spec.searcher != "grid":
         typer.echo(f"{spec.name}: optuna ({spec.optuna.sampler}), {spec.optuna.num_samples} trials sampled from:")

@@ -17,7 +17,7 @@ from anpyc_core.config import validate_config
 from anpyc_core.data import load_raw
 from sweeper import results
 from sweeper.packed_trainable import train_pack
-from sweeper.packs import pack_groups
+from sweeper.packs import pack_groups, resolve_pack_size
 from sweeper.spec import RUNTIME_FIELDS, StudySpec
 from sweeper.storage import StorageError
 from sweeper.trainable import joint_key, train_trial
@@ -321,6 +321,9 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, 
     check_resources(spec)
     if not exists:
         spec.store.write_text(STUDY_FILE, spec_yaml)
+    chosen = resolve_pack_size(spec, shape_configs(spec), datasets, probe=probe_device_memory)
+    if chosen:
+        print(chosen, flush=True)
     dataset_refs = {name: ray.put(raw) for name, raw in datasets.items()}
     refs = joint_references(spec, configs, dataset_refs)
     # Tune learns of trial checkpoints through its experiment snapshot; snapshot every second so a
@@ -379,6 +382,22 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, 
         if fixed:
             print(f"recorded the end of {fixed} trial(s) that the study's record had missed", flush=True)
     return grid
+
+
+def shape_configs(spec: StudySpec) -> list[dict]:
+    """Run configs spanning every tensor shape the study can train (grid: all; Optuna: both corners)."""
+    from sweeper.spec import corner_point
+
+    points = spec.grid_points() if spec.searcher == "grid" else [corner_point(spec, 0), corner_point(spec, 1)]
+    return [spec.run_config(a, spec.seeds[0], p) for a in spec.ablations for p in points or [{}]]
+
+
+def probe_device_memory(cpu: float, gpu: float) -> int:
+    """`packs.device_memory_bytes` measured on a node that can run one trial (where packs will run)."""
+    from sweeper.packs import device_memory_bytes
+
+    probe = ray.remote(device_memory_bytes).options(num_cpus=cpu, num_gpus=gpu)
+    return int(ray.get(probe.remote(cpu, gpu)))
 
 
 def param_space(spec: StudySpec) -> dict[str, Any]:

@@ -99,9 +99,18 @@ class Resources(_Strict):
 
 
 class PackConfig(_Strict):
-    """Packed trials: up to `max_members` trials with one pack signature train in one process (1: off)."""
+    """Packed trials: up to `max_members` trials with one pack signature train in one process (1: off;
+    `auto`: as many as fit `memory_gb`, or the trial's share of its device, without idling a concurrency slot)."""
 
-    max_members: int = Field(1, ge=1, le=1024)
+    max_members: int | str = 1
+    memory_gb: float | None = Field(None, gt=0)
+
+    @field_validator("max_members", mode="before")
+    @classmethod
+    def _members(cls, v: Any) -> int | str:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1024):
+            return v
+        raise ValueError("allowed: an integer in 1..1024, or auto")
 
 
 class StudySpec(_Strict):
@@ -234,7 +243,7 @@ def parse_study(raw: dict[str, Any], origin: str = "study") -> StudySpec:
     except ValidationError as err:
         raise ConfigError(f"{origin}: {_format(err)}") from None
     for ablation in spec.ablations:
-        points = spec.grid_points() if spec.searcher == "grid" else [_corner(spec, i) for i in (0, 1)]
+        points = spec.grid_points() if spec.searcher == "grid" else [corner_point(spec, i) for i in (0, 1)]
         for point in points or [{}]:
             where = f"ablation {ablation!r}" + (f" at {point}" if point else "")
             try:
@@ -249,7 +258,7 @@ def parse_study(raw: dict[str, Any], origin: str = "study") -> StudySpec:
     return spec
 
 
-def _corner(spec: StudySpec, which: int) -> dict[str, Any]:
+def corner_point(spec: StudySpec, which: int) -> dict[str, Any]:
     point = {}
     for key, dim in spec.search.items():
         if dim.kind in ("grid", "choice"):

@@ -220,3 +220,48 @@ def test_signature_separates_shapes_and_keeps_member_fields_apart():
     packs = group_by_signature([a, wider, same, lwf, a, a], max_members=2)
     assert packs == [[0, 2], [1], [3], [4, 5]]
     assert math.prod(len(p) for p in packs) == 4
+
+
+def tensor_bytes(obj, seen: set, depth: int = 0) -> int:
+    """Bytes of every distinct tensor storage reachable from `obj` (our objects, containers, modules)."""
+    if depth > 6:
+        return 0
+    if isinstance(obj, torch.Tensor):
+        storage = obj.untyped_storage()
+        if storage.data_ptr() in seen or storage.nbytes() == 0:
+            return 0
+        seen.add(storage.data_ptr())
+        return storage.nbytes()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v, seen, depth + 1) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(tensor_bytes(v, seen, depth + 1) for v in obj)
+    if isinstance(obj, torch.nn.Module):
+        return tensor_bytes([*obj.parameters(), *obj.buffers(), vars(obj)], seen, depth + 1)
+    if type(obj).__module__.startswith("anpyc_core") and hasattr(obj, "__dict__"):
+        return tensor_bytes(vars(obj), seen, depth + 1)
+    return 0
+
+
+@pytest.mark.parametrize("scenario", ["split", "permuted"])
+@pytest.mark.parametrize(
+    "strategy", [{"method": "anpyc"}, {"method": "si"}, {"method": "anpyc", "consolidation": "update"}]
+)
+def test_the_member_memory_estimate_bounds_what_a_member_holds(strategy, scenario):
+    from anpyc_core.data import load_raw
+    from anpyc_core.packing.memory import member_bytes, members_that_fit
+
+    cfgs = [member_config(strategy, {"optim.momentum": [0.9] * 3}, k) for k in range(3)]
+    cfgs = [c.model_copy(update={"data": c.data.model_copy(update={"scenario": scenario})}) for c in cfgs]
+    pack = PackedTrainer(cfgs)
+    for _ in pack.run():
+        pass
+    seen: set = set()
+    tensor_bytes(pack.members[0].tasks.tasks[0].train.images, seen)  # the images are the pack's, held once
+    held = (tensor_bytes(vars(pack.stack), seen) + tensor_bytes(pack.members, seen)) / len(cfgs)
+    digits = load_raw("digits")
+    estimate = member_bytes(cfgs[0], digits.num_features, len(digits.x_train) + len(digits.x_test))
+    assert held <= estimate <= 10 * held, (held, estimate)
+    samples = len(digits.x_train) + len(digits.x_test)
+    assert members_that_fit(64 * 2**20 + 10 * estimate, cfgs[0], digits.num_features, samples) == 10
+    assert members_that_fit(0, cfgs[0], digits.num_features, samples) == 1

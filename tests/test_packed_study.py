@@ -87,3 +87,28 @@ def test_members_have_their_own_nested_runs_and_rerun_sequentially_to_the_same_n
     _, recorded, new = rerun(member.info.run_id, uri, [])
     for key in ("val_acc", "test_acc", "test_bwt"):
         assert abs(recorded[key] - new[key]) <= 0.5, key
+
+
+def test_auto_pack_size_fits_the_budget_keeps_slots_busy_and_is_kept_for_a_resume(tmp_path, digits):
+    from anpyc_core.config import validate_config
+    from anpyc_core.packing.memory import PACK_OVERHEAD, member_bytes
+    from sweeper.launch import shape_configs
+    from sweeper.packs import AUTO_FRACTION, PACK_SIZE_FILE, resolve_pack_size
+
+    raw = study(tmp_path, pack={"max_members": "auto"}, max_concurrent_trials=1)
+    spec = parse_study(raw)
+    one = member_bytes(validate_config(shape_configs(spec)[0]), digits.num_features, 1797)
+    budget = int((PACK_OVERHEAD + 5 * one) / AUTO_FRACTION) + 1
+    line = resolve_pack_size(spec, shape_configs(spec), {"digits": digits}, probe=lambda cpu, gpu: budget)
+    assert spec.pack.max_members == 5 and "auto -> 5 members" in line
+    assert [len(g) for g in pack_groups(spec)] == [5, 3, 4]  # 8 of one signature, 4 of the other
+    assert spec.store.exists(PACK_SIZE_FILE)
+    again = parse_study(raw)  # a resume on a machine with another budget packs as the launch did
+    resolve_pack_size(again, shape_configs(again), {"digits": digits}, probe=lambda cpu, gpu: 100 * budget)
+    assert again.pack.max_members == 5
+    busy = parse_study({**study(tmp_path / "b", pack={"max_members": "auto"}), "max_concurrent_trials": 4})
+    resolve_pack_size(busy, shape_configs(busy), {"digits": digits}, probe=lambda cpu, gpu: 100 * budget)
+    assert busy.pack.max_members == 3  # 12 configurations over 4 slots: bigger packs would idle a slot
+    for bad in (0, 1025, "lots", 2.5):
+        with pytest.raises(ConfigError, match=r"pack.max_members: allowed: an integer in 1..1024, or auto"):
+            parse_study(study(tmp_path, pack={"max_members": bad}))
