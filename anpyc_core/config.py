@@ -32,6 +32,9 @@ REGULARISED_PRESETS: dict[str, tuple[str, str]] = {
 
 #: Number of classes of each benchmark.
 NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion-mnist": 10}
+#: (channels, height, width) of each benchmark's images as the trainer sees them.
+IMAGE_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28)}
+Arch = Literal["mlp", "vgg9", "resnet18", "lenet"]
 
 
 class ConfigError(ValueError):
@@ -89,19 +92,24 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """The multi-head MLP (SPEC §3)."""
+    """The multi-head MLP or CNN (SPEC §3)."""
 
-    arch: Literal["mlp"] = "mlp"
+    arch: Arch = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [512, 256], min_length=1)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    #: `default`: PyTorch's Linear init; `reference`: the authors' code (truncated normal, std 0.1, biases 0.1)
-    init: Literal["default", "reference"] = "default"
+    #: `default`: PyTorch's init; `reference`: the authors' code (truncated normal, std 0.1, biases 0.1);
+    #: or the path of a local state dict (e.g. converted pretrained weights)
+    init: str = Field("default", min_length=1)
+    #: batch-norm running statistics of the CNNs: one set per task, or one shared set (plain PyTorch)
+    bn_stats: Literal["per_task", "shared"] = "per_task"
 
     @model_validator(mode="after")
     def _check_widths(self) -> ModelConfig:
         bad = [w for w in self.hidden if w <= 0]
         if bad:
             raise ValueError(f"model.hidden: widths must be positive integers (got {self.hidden})")
+        if self.arch != "mlp" and "hidden" in self.model_fields_set:
+            raise ValueError(f"model.hidden: only arch mlp takes hidden widths ({self.arch}'s layers are fixed)")
         return self
 
 
@@ -185,6 +193,30 @@ class RunConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
+
+    @model_validator(mode="after")
+    def _check_model_fits(self) -> RunConfig:
+        from anpyc_core.models.cnn import input_refusal
+
+        arch, method, pruning = self.model.arch, self.strategy.method, self.strategy.pruning
+        if arch == "mlp":
+            return self
+        refusal = input_refusal(arch, IMAGE_SHAPES[self.data.benchmark])
+        if refusal:
+            raise ValueError(f"{refusal} ({self.data.benchmark})")
+        if method == "hat":
+            raise ValueError(f"strategy.method: hat gates MLP units only; with model.arch {arch} use another method")
+        if method == "joint" and self.model.bn_stats == "per_task" and arch != "lenet":
+            raise ValueError(
+                "model.bn_stats: joint trains every task at once, so per-task batch-norm statistics would stay "
+                "untrained; use model.bn_stats: shared"
+            )
+        if pruning == "xdg" and arch == "resnet18":
+            raise ValueError(
+                "strategy.pruning: xdg gates the channels of vgg9 and lenet; resnet18's residual "
+                "blocks have no single gate point"
+            )
+        return self
 
     def run_id(self) -> str:
         """A short id derived from the resolved config: equal configs get equal ids."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from anpyc_core.data.tasks import TaskSequence
-from anpyc_core.models import MultiHeadMLP
+from anpyc_core.models import ContinualModel
 
 
 class JointData:
@@ -36,9 +36,15 @@ class JointData:
         return x, self.labels[sel], task_ids
 
     @staticmethod
-    def logits(model: MultiHeadMLP, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
-        """Each sample's logits from its own task's head (heads stacked, one batched product)."""
+    def logits(model: ContinualModel, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
+        """Each sample's logits from its own task's head (linear heads stacked: one batched product)."""
         features = model.features(x, 0)
+        if not all(isinstance(h, torch.nn.Linear) for h in model.heads):  # ResNet-18's FC-2048 heads
+            out = features.new_empty(len(x), model.heads[0][-1].out_features)
+            for t in task_ids.unique().tolist():
+                rows = task_ids == t
+                out[rows] = model.heads[t](features[rows])
+            return out
         weight = torch.stack([h.weight for h in model.heads])  # (T, C, H)
         bias = torch.stack([h.bias for h in model.heads])  # (T, C)
         return torch.einsum("nh,nch->nc", features, weight[task_ids]) + bias[task_ids]

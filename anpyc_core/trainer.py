@@ -121,7 +121,7 @@ class Trainer:
         self.progress = progress or (lambda msg: None)
         self.joint_reference = joint_reference
         torch.manual_seed(derive_seed(cfg.seed, -1))
-        model = build_model(cfg, tasks.num_features, tasks.head_sizes)
+        model = build_model(cfg, tasks.image_shape, tasks.head_sizes)
         self.strategy = build_strategy(cfg, model.to(self.device), len(tasks))
         self.model = self.strategy.model
         self.next_task = 0

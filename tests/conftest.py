@@ -54,3 +54,23 @@ def make_trainer(digits, make_cfg):
         return Trainer(cfg, tasks=build_tasks(cfg.data, digits, cfg.seed), progress=progress)
 
     return make
+
+
+def watch_freed_weights(trainer) -> list[tuple[str, int, int]]:
+    """Check after every training epoch that the round's free weights are exactly 0; the returned list
+    fills with (parameter name, freed count, tensor rank) per check."""
+    import torch
+
+    strategy, seen, real_epoch = trainer.strategy, [], trainer._epoch
+
+    def checking_epoch(t, split, opt, epoch):
+        loss = real_epoch(t, split, opt, epoch)
+        if strategy._round_free is not None:
+            for name, p in strategy.params.items():
+                freed = strategy._round_free[name]
+                seen.append((name, int(freed.sum()), p.dim()))
+                assert torch.equal(p.detach()[freed], torch.zeros(int(freed.sum()))), name
+        return loss
+
+    trainer._epoch = checking_epoch
+    return seen

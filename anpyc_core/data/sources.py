@@ -30,11 +30,21 @@ class RawDataset:
     x_test: np.ndarray
     y_test: np.ndarray
     origin: str
+    #: (channels, height, width) of one image; None: square grey images (H = W = √features)
+    shape: tuple[int, int, int] | None = None
 
     @property
     def num_features(self) -> int:
-        """Pixels per image."""
+        """Values per image (channels × height × width)."""
         return int(self.x_train.shape[1])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one image row."""
+        if self.shape is not None:
+            return self.shape
+        side = int(round(self.num_features**0.5))
+        return (1, side, side)
 
 
 def load_digits_dataset() -> RawDataset:

@@ -59,6 +59,7 @@ class TaskSequence:
     name: str
     tasks: list[Task]
     num_features: int
+    image_shape: tuple[int, int, int]
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -151,4 +152,4 @@ def build_tasks(
                 test=split(x_test, raw.y_test, test_pos),
             )
         )
-    return TaskSequence(name=raw.name, tasks=tasks, num_features=raw.num_features)
+    return TaskSequence(name=raw.name, tasks=tasks, num_features=raw.num_features, image_shape=raw.image_shape)

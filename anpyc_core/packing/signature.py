@@ -55,6 +55,9 @@ def pack_refusal(cfg: RunConfig) -> str | None:
     if method in UNPACKABLE_METHODS:
         why = UNPACKABLE_METHODS[method]
         return f"strategy.method: {method!r} is not packable ({why}); it runs one trial per process"
+    if cfg.model.arch != "mlp":
+        why = "stacked convolutions are not built"
+        return f"model.arch: {cfg.model.arch!r} is not packable ({why}); it runs one trial per process"
     if cfg.optim.optimizer != "sgd":
         return f"optim.optimizer: {cfg.optim.optimizer!r} is not packable (only sgd); it runs one trial per process"
     return None

@@ -86,8 +86,10 @@ def xdg_gates(hidden: list[int], num_tasks: int, off_fraction: float, seed: int)
 
 
 @torch.no_grad()
-def reference_init(model: MultiHeadMLP, std: float = 0.1, bias: float = 0.1) -> None:
-    """The authors' initialisation: weights from a normal truncated at two standard deviations, biases constant."""
-    for layer in [*model.trunk, *model.heads]:
-        nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
-        layer.bias.fill_(bias)
+def reference_init(model: nn.Module, std: float = 0.1, bias: float = 0.1) -> None:
+    """The authors' initialisation: weights from a normal truncated at two standard deviations, biases constant
+    (every Linear and Conv2d of trunk and heads, in registration order)."""
+    for layer in model.modules():
+        if isinstance(layer, nn.Linear | nn.Conv2d):
+            nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
+            layer.bias.fill_(bias)
