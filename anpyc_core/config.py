@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-Benchmark = Literal["digits", "mnist", "fashion-mnist"]
+Benchmark = Literal["digits", "mnist", "fashion-mnist", "cifar10", "svhn", "stl10", "notmnist", "caltech101"]
 Scenario = Literal["split", "permuted"]
 Method = Literal["anpyc", "ewc", "mas", "si", "regularised", "finetune", "sgd", "sgd_f", "joint", "lwf", "hat"]
 Importance = Literal["anpyc", "mas", "ewc", "si", "magnitude", "random"]
@@ -30,11 +30,35 @@ REGULARISED_PRESETS: dict[str, tuple[str, str]] = {
     "regularised": ("anpyc", "none"),
 }
 
-#: Number of classes of each benchmark.
-NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion-mnist": 10}
-#: (channels, height, width) of each benchmark's images as the trainer sees them.
-IMAGE_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28)}
+#: Number of classes of each benchmark (Caltech-101: its 101 categories and the background folder).
+NUM_CLASSES = {
+    "digits": 10,
+    "mnist": 10,
+    "fashion-mnist": 10,
+    "cifar10": 10,
+    "svhn": 10,
+    "stl10": 10,
+    "notmnist": 10,
+    "caltech101": 102,
+}
+#: (channels, height, width) of each benchmark's images as loaded (STL-10 is shrunk to 32×32).
+IMAGE_SHAPES = {
+    "digits": (1, 8, 8),
+    "mnist": (1, 28, 28),
+    "fashion-mnist": (1, 28, 28),
+    "cifar10": (3, 32, 32),
+    "svhn": (3, 32, 32),
+    "stl10": (3, 32, 32),
+    "notmnist": (1, 28, 28),
+    "caltech101": (3, 224, 224),
+}
 Arch = Literal["mlp", "vgg9", "resnet18", "lenet"]
+
+
+def _changed(section: BaseModel, *names: str) -> list[str]:
+    """Which of `names` hold other than their defaults (a dumped and re-read config sets every field)."""
+    fields = type(section).model_fields
+    return [n for n in names if getattr(section, n) != fields[n].get_default(call_default_factory=True)]
 
 
 class ConfigError(ValueError):
@@ -57,10 +81,35 @@ class DataConfig(_Section):
     train_samples: int | None = Field(None, ge=10)
     data_dir: str | None = None
     download: bool = True
+    #: several benchmarks in order, one task each with all its classes (the paper's five-dataset sequence)
+    sequence: list[Benchmark] | None = Field(None, min_length=2)
+    #: split tasks of these class counts, classes drawn at random from the seed (Caltech-101: [30, 25, 25, 22])
+    task_classes: list[int] | None = Field(None, min_length=2)
+    #: training-time augmentation on the device: random horizontal flips of half the images
+    augment: Literal["none", "hflip"] = "none"
 
     @model_validator(mode="after")
     def _check_tasks(self) -> DataConfig:
         classes = NUM_CLASSES[self.benchmark]
+        if self.sequence is not None:
+            clash = _changed(self, "scenario", "num_tasks", "classes_per_task", "task_classes")
+            if clash:
+                raise ValueError(
+                    f"data.{clash[0]}: a data.sequence has one task per benchmark with all its classes; drop {clash[0]}"
+                )
+            return self
+        if self.task_classes is not None:
+            if self.scenario != "split" or _changed(self, "num_tasks", "classes_per_task"):
+                raise ValueError(
+                    "data.task_classes: gives split tasks' class counts; use it instead of "
+                    "num_tasks and classes_per_task, with scenario: split"
+                )
+            if min(self.task_classes) < 2 or sum(self.task_classes) > classes:
+                raise ValueError(
+                    f"data.task_classes: counts of at least 2 summing to at most the {classes} classes of "
+                    f"{self.benchmark} (got {self.task_classes})"
+                )
+            return self
         if self.scenario == "split":
             if classes % self.classes_per_task:
                 divisors = [d for d in range(2, classes // 2 + 1) if classes % d == 0]
@@ -86,9 +135,24 @@ class DataConfig(_Section):
     @property
     def tasks(self) -> int:
         """The number of tasks this data section yields."""
+        if self.sequence is not None:
+            return len(self.sequence)
+        if self.task_classes is not None:
+            return len(self.task_classes)
         if self.num_tasks is not None:
             return self.num_tasks
         return NUM_CLASSES[self.benchmark] // self.classes_per_task
+
+    @property
+    def benchmarks(self) -> list[str]:
+        """Every benchmark the tasks come from, each once, in order."""
+        return list(dict.fromkeys(self.sequence or [self.benchmark]))
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) the model reads: the largest of the benchmarks' (smaller ones are padded)."""
+        shapes = [IMAGE_SHAPES[b] for b in self.benchmarks]
+        return tuple(max(s[i] for s in shapes) for i in range(3))
 
 
 class ModelConfig(_Section):
@@ -108,7 +172,7 @@ class ModelConfig(_Section):
         bad = [w for w in self.hidden if w <= 0]
         if bad:
             raise ValueError(f"model.hidden: widths must be positive integers (got {self.hidden})")
-        if self.arch != "mlp" and "hidden" in self.model_fields_set:
+        if self.arch != "mlp" and _changed(self, "hidden"):
             raise ValueError(f"model.hidden: only arch mlp takes hidden widths ({self.arch}'s layers are fixed)")
         return self
 
@@ -182,6 +246,9 @@ class OptimConfig(_Section):
     lr_decay_first: float | None = Field(None, gt=0.0, le=1.0)
     epochs: int = Field(5, ge=1)
     retrain_epochs: int = Field(1, ge=0)
+    #: the paper's rule: a task's initial training ends once its training loss has not decreased for this
+    #: many epochs (`epochs` stays the cap); None: always `epochs`
+    patience: int | None = Field(None, ge=1)
 
 
 class RunConfig(_Section):
@@ -201,9 +268,9 @@ class RunConfig(_Section):
         arch, method, pruning = self.model.arch, self.strategy.method, self.strategy.pruning
         if arch == "mlp":
             return self
-        refusal = input_refusal(arch, IMAGE_SHAPES[self.data.benchmark])
+        refusal = input_refusal(arch, self.data.image_shape)
         if refusal:
-            raise ValueError(f"{refusal} ({self.data.benchmark})")
+            raise ValueError(f"{refusal} ({', '.join(self.data.benchmarks)})")
         if method == "hat":
             raise ValueError(f"strategy.method: hat gates MLP units only; with model.arch {arch} use another method")
         if method == "joint" and self.model.bn_stats == "per_task" and arch != "lenet":

@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 from anpyc_core import __version__
 from anpyc_core.config import ConfigError, RunConfig
-from anpyc_core.data import TaskSequence, build_tasks, load_raw
+from anpyc_core.data import TaskSequence, build_tasks, load_data
 from anpyc_core.data.tasks import Split
 from anpyc_core.importance import anpyc_importance
 from anpyc_core.joint import JointData
@@ -102,6 +102,23 @@ def accuracy(model, split: Split, task: int, chunk: int = 4096) -> float:
     return 100.0 * int(correct) / len(split)
 
 
+class Patience:
+    """The paper's stopping rule: True once the loss has not decreased for `patience` epochs (None: never)."""
+
+    def __init__(self, patience: int | None) -> None:
+        self.patience, self.best, self.stale = patience, float("inf"), 0
+
+    def exhausted(self, loss: float) -> bool:
+        """Count one epoch's loss; True when the phase should end."""
+        if self.patience is None:
+            return False
+        if loss < self.best:
+            self.best, self.stale = loss, 0
+        else:
+            self.stale += 1
+        return self.stale >= self.patience
+
+
 class Trainer:
     """One continual-learning run on one device."""
 
@@ -115,8 +132,7 @@ class Trainer:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         if tasks is None:
-            raw = load_raw(cfg.data.benchmark, cfg.data.data_dir, cfg.data.download)
-            tasks = build_tasks(cfg.data, raw, cfg.seed, self.device)
+            tasks = build_tasks(cfg.data, load_data(cfg.data), cfg.seed, self.device)
         self.tasks = tasks
         self.progress = progress or (lambda msg: None)
         self.joint_reference = joint_reference
@@ -179,11 +195,15 @@ class Trainer:
         epoch = 0
         last_loss = float("nan")
 
-        def fit(epochs: int) -> None:
+        def fit(epochs: int, patience: int | None = None) -> None:
             nonlocal epoch, last_loss
+            stale = Patience(patience)
             for _ in range(epochs):
                 last_loss = self._epoch(t, task.train, opt, epoch)
                 epoch += 1
+                if stale.exhausted(last_loss):
+                    self.progress(f"  task {t + 1}: loss has not decreased for {patience} epochs; next phase")
+                    break
 
         self.strategy.before_task(t)
         numbers = stability_numbers(self.strategy, self._lr(0)) if t > 0 else None
@@ -192,7 +212,7 @@ class Trainer:
             for line in stability_message(t, numbers):
                 self.progress(line)
         if not self.strategy.skip_initial_training(t):
-            fit(self.cfg.optim.epochs)
+            fit(self.cfg.optim.epochs, self.cfg.optim.patience)
         self.initial_phase = False
         self.strategy.after_training(t, Phase(task, opt, fit))
         self.strategy.after_task(t, task)

@@ -564,6 +564,50 @@ def _write_study_output(study: Path, storage: str | None, tracking_uri: str | No
 
 
 @app.command()
+def compress(
+    config: Path = typer.Argument(..., help="Run config YAML (its first task is trained and compressed)."),
+    importance: list[str] = typer.Option(["anpyc"], "--importance", help="Measure(s): anpyc, magnitude, mas, random."),
+    schedule: str = typer.Option("0.8,0.7,0.5,0.4,0.1", "--schedule", help="Fractions of the rest pruned per step."),
+    set_: list[str] = typer.Option([], "--set", help="Override a field: key.path=value (repeatable)."),
+    out: Path = typer.Option(Path("compress_out"), "--out", help="Folder for compression.{json,md,png}."),
+) -> None:
+    """Table IV: train, then prune the lowest-importance fraction of what remains and retrain, step by step."""
+    from anpyc_core.compress import MEASURES
+    from anpyc_core.compress import compress as run_compress
+    from anpyc_core.data import DataError
+    from sweeper.compress_report import figure, table
+
+    try:
+        cfg = load_config(config, set_)
+        bad = [m for m in importance if m not in MEASURES]
+        if bad:
+            raise UsageError(f"--importance: {bad[0]!r} is not a measure; allowed: {', '.join(MEASURES)}")
+        try:
+            fractions = tuple(float(v) for v in schedule.split(","))
+        except ValueError:
+            raise UsageError(f"--schedule: {schedule!r} is not a comma-separated list of fractions") from None
+        if not fractions or not all(0 < f < 1 for f in fractions):
+            raise UsageError(f"--schedule: every fraction must lie in (0, 1) (got {schedule})")
+        check_writable_dir(out, "--out")
+    except (ConfigError, UsageError) as err:
+        fail(str(err), 2)
+    results = []
+    try:
+        for measure in importance:
+            typer.echo(f"compressing with {measure} importance", err=True)
+            result = run_compress(cfg, measure, fractions, progress=lambda msg: typer.echo(f"  {msg}", err=True))
+            results.append(result.to_dict())
+    except (DataError, ValueError) as err:
+        fail(str(err), 1)
+    text = "\n\n".join(table(r) for r in results)
+    write_json_atomic(out / "compression.json", {"results": results})
+    (out / "compression.md").write_text(text + "\n")
+    figure(results, out / "compression.png")
+    typer.echo(text)
+    typer.echo(f"wrote {out / 'compression.json'}, compression.md and compression.png")
+
+
+@app.command()
 def report(
     study: Path = typer.Argument(..., help="Study YAML."),
     storage: str = typer.Option(None, "--storage"),

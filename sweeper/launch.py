@@ -132,9 +132,10 @@ def load_datasets(configs: list[dict]) -> dict:
     """Each benchmark the study uses, loaded once in the driver (shared via the object store)."""
     out = {}
     for cfg in configs:
-        data = cfg["data"]
-        if data["benchmark"] not in out:
-            out[data["benchmark"]] = load_raw(data["benchmark"], data["data_dir"], data["download"])
+        data = validate_config(cfg).data
+        for name in data.benchmarks:
+            if name not in out:
+                out[name] = load_raw(name, data.data_dir, data.download)
     return out
 
 
@@ -144,6 +145,7 @@ def _joint_run(cfg: dict, raw) -> dict:
     from anpyc_core.trainer import Trainer, resolve_device
 
     run_cfg = validate_config(cfg)
+    raw = {name: ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref for name, ref in raw.items()}
     trainer = Trainer(run_cfg, tasks=build_tasks(run_cfg.data, raw, run_cfg.seed, resolve_device(run_cfg.device)))
     for _ in trainer.run():
         pass
@@ -168,7 +170,9 @@ def joint_references(spec: StudySpec, configs: list[dict], dataset_refs: dict) -
         joint_cfg = json.loads(json.dumps(cfg))
         joint_cfg["strategy"] = {"method": "joint"}
         options = {"num_cpus": spec.resources.cpu, "num_gpus": spec.resources.gpu}
-        pending[key] = (path, _joint_run.options(**options).remote(joint_cfg, dataset_refs[cfg["data"]["benchmark"]]))
+        names = validate_config(cfg).data.benchmarks
+        raws = {name: dataset_refs[name] for name in names}
+        pending[key] = (path, _joint_run.options(**options).remote(joint_cfg, raws))
     for key, (path, ref) in pending.items():
         refs[key] = ray.get(ref)
         store.write_text(path, json.dumps(refs[key]))

@@ -45,7 +45,8 @@ def train_pack(
     members = pack_members(config)
     cfgs = [validate_config(trial_run_config(spec, m)) for m in members]
     references = [(joint_refs or {}).get(joint_key(c.model_dump(mode="json"))) for c in cfgs]
-    pack = PackedTrainer(cfgs, raw=datasets[cfgs[0].data.benchmark], joint_references=references)
+    raws = {n: datasets[n] for n in cfgs[0].data.benchmarks}
+    pack = PackedTrainer(cfgs, raw=raws, joint_references=references)
     histories: list[list[dict]] = [[] for _ in cfgs]
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:

@@ -39,9 +39,10 @@ def auto_pack_size(spec: StudySpec, configs: list[dict], datasets: dict, budget_
     fits = []
     for raw in configs:
         cfg = validate_config(raw)
-        data = datasets[cfg.data.benchmark]
-        samples = len(data.x_train) + len(data.x_test)
-        fits.append(members_that_fit(int(budget_bytes * AUTO_FRACTION), cfg, data.num_features, samples))
+        raws = [datasets[name] for name in cfg.data.benchmarks]
+        samples = max(len(r.x_train) + len(r.x_test) for r in raws)
+        features = max(r.num_features for r in raws)
+        fits.append(members_that_fit(int(budget_bytes * AUTO_FRACTION), cfg, features, samples))
     slots = -(-spec.trial_count() // spec.max_concurrent_trials)
     return max(1, min(min(fits), slots))
 

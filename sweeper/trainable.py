@@ -67,7 +67,7 @@ def train_trial(
     torch.set_num_threads(max(1, int(spec["resources"]["cpu"])))  # no oversubscription across trials
     run_cfg = validate_config(trial_run_config(spec, config))
     device = resolve_device(run_cfg.device)
-    tasks = build_tasks(run_cfg.data, datasets[run_cfg.data.benchmark], run_cfg.seed, device)
+    tasks = build_tasks(run_cfg.data, {n: datasets[n] for n in run_cfg.data.benchmarks}, run_cfg.seed, device)
     reference = (joint_refs or {}).get(joint_key(run_cfg.model_dump(mode="json")))
     trainer = Trainer(run_cfg, tasks=tasks, joint_reference=reference)
     checkpoint = tune.get_checkpoint()

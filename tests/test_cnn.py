@@ -170,11 +170,18 @@ def test_a_torchvision_resnet18_state_dict_loads_into_the_trunk(make_cfg, tmp_pa
         ({"model": {"arch": "alexnet"}}, "model.arch"),
         ({"model": {"bn_stats": "per_batch"}}, "model.bn_stats"),
         ({"model": {"arch": "vgg9"}, "strategy": {"method": "joint"}}, "model.bn_stats: joint trains every task"),
+        ({"model": {"arch": "lenet"}, "data": {"benchmark": "cifar10"}}, "model.arch: lenet reads 1-channel images"),
+        (
+            {"model": {"arch": "vgg9"}, "data": {"benchmark": "caltech101"}},
+            r"up to 32x32; .* \(resnet18 takes any size\)",
+        ),
+        ({"data": {"sequence": ["digits", "svhn"], "num_tasks": 3}}, "data.num_tasks: a data.sequence has one"),
+        ({"data": {"benchmark": "caltech101", "task_classes": [60, 50]}}, "data.task_classes: counts of at least 2"),
     ],
 )
 def test_what_a_cnn_cannot_take_is_refused_in_one_line(overrides, needle):
     with pytest.raises(ConfigError, match=needle) as err:
-        validate_config({"data": {"benchmark": "digits"}, **overrides})
+        validate_config({"data": {"benchmark": "digits", **overrides.pop("data", {})}, **overrides})
     assert "\n" not in str(err.value)
 
 

@@ -1,7 +1,7 @@
 """Benchmarks: raw sources, the IDX format and task-sequence builders (SPEC §2)."""
 
 from anpyc_core.data.idx import DataError, read_idx, write_idx
-from anpyc_core.data.sources import RawDataset, load_raw
+from anpyc_core.data.sources import RawDataset, load_data, load_raw
 from anpyc_core.data.tasks import Split, Task, TaskSequence, build_tasks
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "Task",
     "TaskSequence",
     "build_tasks",
+    "load_data",
     "load_raw",
     "read_idx",
     "write_idx",

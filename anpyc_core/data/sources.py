@@ -150,9 +150,20 @@ def _missing(name: str, tried: list[str], raw_dir: Path) -> RawDataset:
 
 
 def load_raw(name: str, data_dir: str | None = None, download: bool = True) -> RawDataset:
-    """Load a benchmark's raw images by name: `digits`, `mnist` or `fashion-mnist`."""
+    """Load a benchmark's raw images by name (digits, mnist, fashion-mnist, cifar10, svhn, stl10, notmnist,
+    caltech101)."""
     if name == "digits":
         return load_digits_dataset()
     if name in _TORCHVISION_CLASS:
         return load_idx_dataset(name, data_dir, download)
-    raise DataError(f"data.benchmark: unknown {name!r}; allowed: digits, mnist, fashion-mnist")
+    from anpyc_core.data.vision import READERS, load_vision_dataset
+
+    if name in READERS:
+        return load_vision_dataset(name, data_dir)
+    allowed = ", ".join(["digits", *_TORCHVISION_CLASS, *READERS])
+    raise DataError(f"data.benchmark: unknown {name!r}; allowed: {allowed}")
+
+
+def load_data(cfg) -> dict[str, RawDataset]:
+    """Every benchmark a data config's tasks come from, by name (`cfg` is a `DataConfig`)."""
+    return {name: load_raw(name, cfg.data_dir, cfg.download) for name in cfg.benchmarks}

@@ -21,7 +21,7 @@ import torch
 from torch.nn import functional as F
 
 from anpyc_core.config import ConfigError, RunConfig
-from anpyc_core.data import RawDataset, build_tasks, load_raw
+from anpyc_core.data import RawDataset, build_tasks, load_data
 from anpyc_core.data.tasks import as_device_tensor
 from anpyc_core.packing.optim import StackedSGD
 from anpyc_core.packing.signature import pack_refusal, pack_signature
@@ -29,6 +29,7 @@ from anpyc_core.packing.stacked import StackedMLP
 from anpyc_core.schedule import DIVERGENCE_LIMIT, learning_rate, stability_numbers
 from anpyc_core.strategies import Strategy
 from anpyc_core.trainer import (
+    Patience,
     Progress,
     RunResult,
     TaskRecord,
@@ -61,7 +62,7 @@ class PackedTrainer:
         self,
         cfgs: list[RunConfig],
         progress: Progress | None = None,
-        raw: RawDataset | None = None,
+        raw: RawDataset | dict[str, RawDataset] | None = None,
         joint_references: list[dict | None] | None = None,
     ) -> None:
         if not cfgs:
@@ -79,8 +80,11 @@ class PackedTrainer:
         self.device = resolve_device(cfgs[0].device)
         self.progress = progress or (lambda msg: None)
         data = cfgs[0].data
-        raw = raw if raw is not None else load_raw(data.benchmark, data.data_dir, data.download)
-        images = as_device_tensor(raw.x_train, self.device), as_device_tensor(raw.x_test, self.device)
+        raw = load_data(data) if raw is None else raw if isinstance(raw, dict) else {raw.name: raw}
+        images = {  # held once for the whole pack
+            name: (as_device_tensor(r.x_train, self.device), as_device_tensor(r.x_test, self.device))
+            for name, r in raw.items()
+        }
         references = joint_references or [None] * len(cfgs)
         self.members = [
             Trainer(cfg, tasks=build_tasks(cfg.data, raw, cfg.seed, self.device, images=images), joint_reference=ref)
@@ -138,7 +142,7 @@ class PackedTrainer:
                 "(their penalty step will diverge)"
             )
         initial = [k for k in live if not self.members[k].strategy.skip_initial_training(t)]
-        self._fit(t, initial, self.cfgs[0].optim.epochs, opt, epochs)
+        self._fit(t, initial, self.cfgs[0].optim.epochs, opt, epochs, self.cfgs[0].optim.patience)
         self.initial_phase = False
         rounds = {k: self.members[k].strategy.pruning_rounds(t) for k in self.live()}
         for r in range(max((len(v) for v in rounds.values()), default=0)):
@@ -180,10 +184,21 @@ class PackedTrainer:
     def _lr(self, k: int, epoch: int) -> float:
         return learning_rate(self.cfgs[k].optim, self.task, epoch, self.initial_phase)
 
-    def _fit(self, t: int, members: list[int], epochs: int, opt: StackedSGD, counters: dict[int, int]) -> None:
-        """`epochs` passes for `members`; a member whose loss is not finite stops as diverged."""
+    def _fit(
+        self,
+        t: int,
+        members: list[int],
+        epochs: int,
+        opt: StackedSGD,
+        counters: dict[int, int],
+        patience: int | None = None,
+    ) -> None:
+        """`epochs` passes for `members` (each ends early by its own `patience`, as its sequential run);
+        a member whose loss is not finite stops as diverged."""
+        stale = {k: Patience(patience) for k in members}
+        waiting = set(members)
         for _ in range(epochs):
-            active = [k for k in members if self.diverged[k] is None]
+            active = [k for k in members if self.diverged[k] is None and k in waiting]
             if not active:
                 return
             losses = self._epoch(t, active, opt, counters)
@@ -192,6 +207,8 @@ class PackedTrainer:
                 self.last_loss[k] = loss
                 if not torch.isfinite(torch.tensor(loss)):
                     self.diverged[k] = f"task {t + 1} epoch {counters[k]}: training loss became {loss}"
+                elif stale[k].exhausted(loss):
+                    waiting.discard(k)
             finite = [v for v in losses if v == v and abs(v) != float("inf")]
             mean = sum(finite) / len(finite) if finite else float("nan")
             self.progress(f"  task {t + 1}: epoch of {len(active)} members, mean loss {mean:.4f}")
