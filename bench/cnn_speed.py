@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import time
 from pathlib import Path
 
 import torch
 from docs_section import write_section  # noqa: E402
+from timing import alternate  # noqa: E402
 from torch.nn import functional as F
 
 from anpyc_core.config import validate_config
@@ -43,8 +42,13 @@ def measure(arch: str, benchmark: str, samples: int, repeats: int, raw) -> tuple
     cfg = validate_config(
         {
             "device": "cpu",
-            "data": {"benchmark": benchmark, "scenario": "permuted", "permute_first": False, "num_tasks": 2,
-                     "train_samples": samples},
+            "data": {
+                "benchmark": benchmark,
+                "scenario": "permuted",
+                "permute_first": False,
+                "num_tasks": 2,
+                "train_samples": samples,
+            },
             "model": {"arch": arch},
             "strategy": {"method": "finetune"},
             "optim": {"lr": 0.01, "momentum": 0.9, "batch_size": 64},
@@ -59,20 +63,15 @@ def measure(arch: str, benchmark: str, samples: int, repeats: int, raw) -> tuple
     bare_opt = torch.optim.SGD([*bare.trunk.parameters(), *bare.heads[0].parameters()], lr=0.01, momentum=0.9)
     x, y = split.inputs().contiguous(), split.labels.clone()
     gen = torch.Generator().manual_seed(0)
-    ours_t, bare_t = [], []
     trainer.model.train()
     bare.train()
-    for rep in range(repeats + 1):  # the first round warms up
-        t0 = time.perf_counter()
-        trainer._epoch(0, split, ours_opt, rep)
-        t1 = time.perf_counter()
-        bare_epoch(bare, x, y, bare_opt, 64, gen)
-        t2 = time.perf_counter()
-        if rep:
-            ours_t.append(t1 - t0)
-            bare_t.append(t2 - t1)
-        print(f"{arch}: round {rep}: ours {t1 - t0:.2f} s, bare {t2 - t1:.2f} s", flush=True)
-    return len(split), statistics.median(ours_t), statistics.median(bare_t)
+    ours, ref = alternate(
+        lambda rep: trainer._epoch(0, split, ours_opt, rep),
+        lambda: bare_epoch(bare, x, y, bare_opt, 64, gen),
+        repeats,
+        arch,
+    )
+    return len(split), ours, ref
 
 
 def main() -> None:

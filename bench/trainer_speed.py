@@ -12,12 +12,12 @@ between the two and the median of each is reported. Also reported: the ANPyC imp
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from pathlib import Path
 
 import torch
 from docs_section import write_section  # noqa: E402
+from timing import alternate  # noqa: E402
 from torch import nn
 from torch.nn import functional as F
 
@@ -75,18 +75,12 @@ def main() -> None:
     bare_opt = torch.optim.SGD(bare.parameters(), lr=0.01)
     gen = torch.Generator().manual_seed(0)
 
-    ours_t, bare_t = [], []
     trainer.model.train()
-    for rep in range(args.repeats + 1):  # first round is warm-up
-        t0 = time.perf_counter()
-        trainer._epoch(0, split, ours_opt, rep)
-        t1 = time.perf_counter()
-        bare_epoch(bare, x, y, bare_opt, 256, gen)
-        t2 = time.perf_counter()
-        if rep:
-            ours_t.append(t1 - t0)
-            bare_t.append(t2 - t1)
-    ours, ref = statistics.median(ours_t), statistics.median(bare_t)
+    ours, ref = alternate(
+        lambda rep: trainer._epoch(0, split, ours_opt, rep),
+        lambda: bare_epoch(bare, x, y, bare_opt, 256, gen),
+        args.repeats,
+    )
 
     trainer.model.eval()
     passes = []  # (what, layer-wise seconds, generic seconds, max relative difference)
