@@ -79,6 +79,8 @@ class DataConfig(_Section):
     permute_first: bool = True
     val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
     train_samples: int | None = Field(None, ge=10)
+    #: evaluate each task on a seeded stratified subsample of its test split (None: the whole split)
+    test_samples: int | None = Field(None, ge=10)
     data_dir: str | None = None
     download: bool = True
     #: several benchmarks in order, one task each with all its classes (the paper's five-dataset sequence)

@@ -65,6 +65,10 @@ PAPER_CLAIMS = {
     "fig7_ablation_lambda": "(not in the paper) the Fig. 7 ablations, each at its own validated λ.",
     "fig7_ablation_tasks_tuned": PAPER_FIG7_TASKS,
     "fig7_ablation_width_tuned": "full ANPyC stays above its ablations at every width (Fig. 7).",
+    "fig3_cnn_sequence": "Fig. 3 is a figure on the five-dataset VGG-9 sequence; SPEC §7 gives no numbers for it, "
+    "so only the ordering of methods can be compared.",
+    "fig8b_lambda_cnn": "best λ ≈ 4, stable for λ ∈ [0.5, 4] (SPEC §7; Fig. 8b, VGG-9 sequence, β = 5).",
+    "fig8c_beta_cnn": "best β ≈ 10–15 % (SPEC §7; Fig. 8c, VGG-9 sequence, λ = 1).",
 }
 TITLES = {
     "table1_split": "Table I: split Fashion-MNIST, 5 tasks, every method",
@@ -82,7 +86,23 @@ TITLES = {
     "fig8b_lambda": "Fig. 8b: sensitivity to λ",
     "fig8c_beta": "Fig. 8c: sensitivity to β",
     "section5_analyses": "Section V analyses: Figs. 9, 10 and 7a",
+    "fig3_cnn_sequence": "Fig. 3: every method on the CNN sequence (reduced: LeNet, digits → Fashion-MNIST)",
+    "fig8b_lambda_cnn": "Fig. 8b on the CNN sequence: sensitivity to λ (reduced)",
+    "fig8c_beta_cnn": "Fig. 8c on the CNN sequence: sensitivity to β (reduced)",
 }
+#: The reduced runs of the CNN studies on this 2-core machine: what was changed, and the command.
+CNN_REDUCED = (
+    "--set 'data.sequence=[digits, fashion-mnist]' --set data.train_samples=1000 --set data.test_samples=500 "
+    "--set model.arch=lenet --set optim.epochs=6 --set optim.patience=2 --set optim.lr=0.05 "
+    "--set strategy.importance_samples=1000"
+)
+REDUCED_NOTE = (
+    "Reduced from the paper's protocol (VGG-9 on MNIST, notMNIST, SVHN, STL-10, CIFAR-10, none of which is on "
+    "this machine): the two-domain sequence digits → Fashion-MNIST that runs offline (one 10-way task each, "
+    "digits padded to 28×28), LeNet instead of VGG-9 (VGG-9 measured 14.5 ms per sample-epoch here, LeNet "
+    "1.1 ms: a 3-seed VGG-9 grid would take days on 2 cores), 1000 training samples and 500 test samples per "
+    "task (seeded, stratified), at most 6 epochs with patience 2, lr 0.05, importance on 1000 samples."
+)
 
 
 def pm(values: pd.Series, digits: int = 2) -> str:
@@ -213,12 +233,24 @@ def study_section(name: str, storage: str) -> list[str] | None:
         return None
     done = frame[frame["status"] == "FINISHED"].copy()
     lines = [f"## {TITLES.get(name, name)}", ""]
+    if name.endswith("_cnn") or name == "fig3_cnn_sequence":
+        lines += [
+            f"Commands: `anpyc-sweep launch studies/{name}.yaml {CNN_REDUCED} --storage {storage}`, "
+            f"`anpyc-sweep report studies/{name}.yaml --storage {storage}`; then "
+            f"`python bench/paper_results.py {name} --storage {storage}`.",
+            "",
+            REDUCED_NOTE,
+            "",
+        ]
+    else:
+        lines += [
+            f"Commands: `studies/run_all.sh {name}` (= `anpyc-sweep launch studies/{name}.yaml`, "
+            f"`--resume` after an interruption, then `anpyc-sweep report`"
+            + (", `anpyc-sweep analyze`" if name == "section5_analyses" else "")
+            + f"); then `python bench/paper_results.py {name}`.",
+            "",
+        ]
     lines += [
-        f"Commands: `studies/run_all.sh {name}` (= `anpyc-sweep launch studies/{name}.yaml`, "
-        f"`--resume` after an interruption, then `anpyc-sweep report`"
-        + (", `anpyc-sweep analyze`" if name == "section5_analyses" else "")
-        + f"); then `python bench/paper_results.py {name}`.",
-        "",
         progress_line(frame, spec.trial_count(), busy_minutes(spec, study_dir)),
         "",
     ]

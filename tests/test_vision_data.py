@@ -190,3 +190,13 @@ def test_patience_ends_the_initial_phase_when_the_loss_stops_decreasing(make_tra
     patient.run_task(0)
     initial = [e for e in epochs if e < 30]
     assert len(initial) < 30 and any("has not decreased for 1 epochs" in line for line in lines)
+
+
+def test_test_samples_evaluates_on_a_seeded_stratified_subsample(digits):
+    whole = validate_config({"data": {"benchmark": "digits", "num_tasks": 2}})
+    cut = validate_config({"data": {"benchmark": "digits", "num_tasks": 2, "test_samples": 40}})
+    full_rows = build_tasks(whole.data, digits, seed=0).tasks[0].test.rows
+    rows = [build_tasks(cut.data, digits, seed=s).tasks[0].test for s in (0, 0, 1)]
+    assert len(rows[0]) == 40 and set(rows[0].rows.tolist()) <= set(full_rows.tolist())
+    assert torch.equal(rows[0].rows, rows[1].rows) and not torch.equal(rows[0].rows, rows[2].rows)
+    assert torch.bincount(rows[0].labels).tolist() == [20, 20]  # both classes of the task, equally

@@ -123,7 +123,7 @@ def task_rng(seed: int, task: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, task, stream])
 
 
-_STREAM_SUBSAMPLE, _STREAM_VAL, _STREAM_PERM, _STREAM_CLASSES, _STREAM_FLIP = 1, 2, 3, 4, 5
+_STREAM_SUBSAMPLE, _STREAM_VAL, _STREAM_PERM, _STREAM_CLASSES, _STREAM_FLIP, _STREAM_TEST = 1, 2, 3, 4, 5, 6
 
 
 def build_tasks(
@@ -188,6 +188,10 @@ def _task(cfg: DataConfig, t: int, raw: RawDataset, images, classes, seed: int, 
         train_pos = train_pos[kept]
     fit_idx, val_idx = stratified_holdout(raw.y_train[train_pos], cfg.val_fraction, task_rng(seed, t, _STREAM_VAL))
     test_pos = np.flatnonzero(np.isin(raw.y_test, classes))
+    if cfg.test_samples is not None and cfg.test_samples < len(test_pos):
+        frac = 1.0 - cfg.test_samples / len(test_pos)
+        kept, _ = stratified_holdout(raw.y_test[test_pos], frac, task_rng(seed, t, _STREAM_TEST))
+        test_pos = test_pos[kept]
     reshape = None if raw.image_shape == common else (raw.image_shape, common)
 
     def split(images, labels, pos, flips=None):
