@@ -11,7 +11,13 @@ from anpyc_core.models import ModelInitError, MultiHeadCNN, TaskBatchNorm2d, bui
 from anpyc_core.trainer import Trainer
 from tests.conftest import watch_freed_weights
 
-CNN = {"model__arch": "lenet", "data__train_samples": 120, "optim__batch_size": 16, "strategy__importance_batch": 20}
+CNN = {
+    "model__arch": "lenet",
+    "data__train_samples": 120,
+    "data__test_samples": 40,
+    "optim__batch_size": 16,
+    "strategy__importance_batch": 20,
+}
 
 
 @pytest.fixture
@@ -72,6 +78,7 @@ def test_a_pruned_conv_weight_stays_exactly_zero_through_retraining_with_momentu
         optim__lr=0.01,
         optim__retrain_epochs=2,
         strategy__beta=40,
+        strategy__prune_step=20,
         strategy__zero_importance="rank",
     )
     st = tr.strategy
@@ -100,7 +107,7 @@ def test_importance_is_zero_exactly_where_a_conv_weight_is_zero(make_trainer, im
 @pytest.mark.parametrize("bn_stats", ["per_task", "shared"])
 def test_per_task_batch_norm_keeps_old_tasks_evaluation_when_the_trunk_is_frozen(make_trainer, bn_stats):
     tr = make_trainer(
-        **{**CNN, "model__arch": "vgg9"},
+        **{**CNN, "model__arch": "vgg9", "data__train_samples": 48},
         model__bn_stats=bn_stats,
         strategy__method="sgd_f",
         data__num_tasks=2,
@@ -187,7 +194,9 @@ def test_what_a_cnn_cannot_take_is_refused_in_one_line(overrides, needle):
 
 def test_every_regularised_method_trains_a_cnn_sequence(make_trainer):
     for method in ("anpyc", "ewc", "mas", "si", "finetune", "lwf", "joint"):
-        tr = make_trainer(**CNN, strategy__method=method, data__num_tasks=2, optim__epochs=1)
+        tr = make_trainer(
+            **{**CNN, "data__train_samples": 40}, strategy__method=method, data__num_tasks=2, optim__epochs=1
+        )
         for _ in tr.run():
             pass
         assert len(tr.acc_matrix) == 3, method
