@@ -118,6 +118,12 @@ FINDINGS = {
         "2 (2.8–3.4) before task 5, as docs/method.md predicts; one EWC seed diverged in task 3. λ was not tuned "
         "per method for this reduced run."
     ),
+    "fig8b_lambda_cnn": (
+        "No λ trend can be read at n = 3: the spread across seeds (4–22 points) is larger than any difference "
+        "between λ values. The seeds differ mostly in how much task 1's pruning round frees through the "
+        "{Ω = 0} rule (see the fig3 section), which no λ repairs. A rerun with `strategy.zero_importance: rank` "
+        "or more seeds is what would separate λ here."
+    ),
 }
 
 
