@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 Benchmark = Literal["digits", "mnist", "fashion-mnist", "cifar10", "svhn", "stl10", "notmnist", "caltech101"]
 Scenario = Literal["split", "permuted"]
-Method = Literal["anpyc", "ewc", "mas", "si", "regularised", "finetune", "sgd", "sgd_f", "joint", "lwf", "hat"]
+Method = Literal["anpyc", "ewc", "mas", "si", "regularised", "finetune", "sgd", "sgd_f", "joint", "lwf", "hat", "dgr"]
 Importance = Literal["anpyc", "mas", "ewc", "si", "magnitude", "random"]
 Pruning = Literal["greedy", "none", "greedy_no_pretrain", "random", "xdg"]
 
@@ -52,7 +52,11 @@ IMAGE_SHAPES = {
     "notmnist": (1, 28, 28),
     "caltech101": (3, 224, 224),
 }
-Arch = Literal["mlp", "vgg9", "resnet18", "lenet"]
+Arch = Literal["mlp", "vgg9", "resnet18", "lenet", "cgan", "vae"]
+#: the generative architectures (SPEC §4.5) and the methods they take
+GENERATIVE_ARCHS = ("cgan", "vae")
+GENERATIVE_METHODS = ("sgd", "ewc", "mas", "anpyc", "regularised", "joint", "dgr")
+GENERATIVE_IMPORTANCES = ("anpyc", "mas", "ewc", "magnitude", "random")
 
 
 def _changed(section: BaseModel, *names: str) -> list[str]:
@@ -75,7 +79,8 @@ class DataConfig(_Section):
     benchmark: Benchmark = "digits"
     scenario: Scenario = "split"
     num_tasks: int | None = Field(None, ge=2, le=100)
-    classes_per_task: int = Field(2, ge=2)
+    #: 1 only for the generative archs (one class per task, Table III's protocol)
+    classes_per_task: int = Field(2, ge=1)
     permute_first: bool = True
     val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
     train_samples: int | None = Field(None, ge=10)
@@ -114,7 +119,7 @@ class DataConfig(_Section):
             return self
         if self.scenario == "split":
             if classes % self.classes_per_task:
-                divisors = [d for d in range(2, classes // 2 + 1) if classes % d == 0]
+                divisors = [d for d in range(1, classes // 2 + 1) if classes % d == 0]
                 raise ValueError(
                     f"data.classes_per_task: must divide the {classes} classes of "
                     f"{self.benchmark}; allowed: {divisors} (got {self.classes_per_task})"
@@ -253,6 +258,28 @@ class OptimConfig(_Section):
     patience: int | None = Field(None, ge=1)
 
 
+class GenerativeConfig(_Section):
+    """The generative runs' knobs (model.arch cgan or vae; SPEC §4.5, issue 13)."""
+
+    noise_dim: int = Field(100, ge=1)
+    embed_dim: int = Field(32, ge=1)
+    #: the C-GAN generator's hidden widths (the critic mirrors them)
+    hidden: list[int] = Field(default_factory=lambda: [256, 512], min_length=1)
+    latent: int = Field(16, ge=1)
+    #: H of the label-free measure: the generated pixels' entropy, or the critic's output entropy
+    gen_importance: Literal["pixel_entropy", "disc_entropy"] = "pixel_entropy"
+    #: dgr: the share of each training batch that is replayed old-task samples (0 < share < 1)
+    replay_share: float = Field(0.5, gt=0.0, lt=1.0)
+    #: generated images per task for FID and the feature classifier's accuracy
+    eval_samples: int = Field(1000, ge=10)
+    #: `auto`: the project's feature classifier, trained once per benchmark and cached; a PATH: such a cached
+    #: classifier file; `inception:PATH`: torchvision Inception-v3 weights (pool features, 2048-d)
+    features: str = Field("auto", min_length=1)
+    #: where `auto` caches feature classifiers (None: $ANPYC_CACHE or ~/.cache/anpyc-sweep)
+    feature_cache: str | None = None
+    feature_epochs: int = Field(3, ge=1)
+
+
 class RunConfig(_Section):
     """Everything one task sequence needs: the single source of truth for a run."""
 
@@ -262,12 +289,34 @@ class RunConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
+    generative: GenerativeConfig = Field(default_factory=GenerativeConfig)
+
+    @model_serializer(mode="wrap")
+    def _drop_unused_generative(self, handler):
+        """Classifier configs dump without the `generative` section (their run ids predate it)."""
+        out = handler(self)
+        if self.model.arch not in GENERATIVE_ARCHS and isinstance(out, dict):
+            out.pop("generative", None)
+        return out
+
+    @property
+    def generative_run(self) -> bool:
+        """True for the C-GAN and VAE (a generative trainer runs them)."""
+        return self.model.arch in GENERATIVE_ARCHS
 
     @model_validator(mode="after")
     def _check_model_fits(self) -> RunConfig:
         from anpyc_core.models.cnn import input_refusal
 
         arch, method, pruning = self.model.arch, self.strategy.method, self.strategy.pruning
+        if arch in GENERATIVE_ARCHS:
+            return self._check_generative()
+        if method == "dgr":
+            raise ValueError(
+                f"strategy.method: dgr replays a generator; it takes model.arch {' or '.join(GENERATIVE_ARCHS)}"
+            )
+        if self.data.sequence is None and self.data.scenario == "split" and self.data.classes_per_task < 2:
+            raise ValueError("data.classes_per_task: a classifier's task needs at least 2 classes (1 is for cgan, vae)")
         if arch == "mlp":
             return self
         refusal = input_refusal(arch, self.data.image_shape)
@@ -285,6 +334,32 @@ class RunConfig(_Section):
                 "strategy.pruning: xdg gates the channels of vgg9 and lenet; resnet18's residual "
                 "blocks have no single gate point"
             )
+        return self
+
+    def _check_generative(self) -> RunConfig:
+        arch, s = self.model.arch, self.strategy
+        if s.method not in GENERATIVE_METHODS:
+            raise ValueError(
+                f"strategy.method: model.arch {arch} takes {', '.join(GENERATIVE_METHODS)} (got {s.method})"
+            )
+        if s.regularised and s.importance not in GENERATIVE_IMPORTANCES:
+            raise ValueError(
+                f"strategy.importance: a generator takes {', '.join(GENERATIVE_IMPORTANCES)} (got {s.importance})"
+            )
+        if s.pruning == "xdg":
+            raise ValueError("strategy.pruning: xdg gates classifier units; a generator takes greedy, random or none")
+        if self.data.scenario != "split" or self.data.sequence is not None:
+            raise ValueError(
+                f"data.scenario: model.arch {arch} learns split tasks of one benchmark's classes (got "
+                f"{'a data.sequence' if self.data.sequence else self.data.scenario})"
+            )
+        c, h, w = self.data.image_shape
+        if arch == "vae" and (h % 4 or w % 4):
+            raise ValueError(
+                f"model.arch: vae needs image sides divisible by 4 (got {h}x{w} from {self.data.benchmark})"
+            )
+        if _changed(self.model, "dropout") or self.model.init != "default":
+            raise ValueError(f"model.dropout: model.arch {arch} takes neither dropout nor init; set them in generative")
         return self
 
     def run_id(self) -> str:

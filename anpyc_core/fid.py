@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy import linalg
 
@@ -13,7 +15,9 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
         raise ValueError(f"frechet_distance: need two N x D feature sets of one width (got {a.shape} and {b.shape})")
     mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
     cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    root = linalg.sqrtm(cov_a @ cov_b)
+    with warnings.catch_warnings():  # a singular product is handled just below
+        warnings.simplefilter("ignore")
+        root = linalg.sqrtm(cov_a @ cov_b)
     if not np.isfinite(root).all():  # singular product: nudge both covariances, as the FID reference code does
         eps = np.eye(len(cov_a)) * 1e-6
         root = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))

@@ -52,7 +52,7 @@ def vae_objectives(model: MultiLatentVAE, inputs: torch.Tensor, task: int, chunk
     """H_b of the reconstructions (through μ) of chunks of `task`'s inputs."""
     for start in range(0, len(inputs), chunk):
         mu, _ = model.encode(inputs[start : start + chunk], task)
-        yield pixel_entropy(model.decode(mu))
+        yield pixel_entropy(model.decode(mu, task))
 
 
 def generator_importance(
@@ -66,3 +66,50 @@ def generator_importance(
 def vae_importance(model: MultiLatentVAE, inputs: torch.Tensor, task: int, chunk: int) -> Importances:
     """Ω of the VAE's shared encoder and decoder for `task` (SPEC §4.5)."""
     return chunk_importance(model.trunk_parameters(), vae_objectives(model, inputs, task, chunk))
+
+
+def disc_entropy_objectives(
+    generator: ConditionalGenerator, critic, task: int, samples: int, chunk: int, seed: int
+) -> Iterable[torch.Tensor]:
+    """H_b = Σ binary entropy of the critic's "real" probability on chunks of generated images (`disc_entropy`)."""
+    device = generator.trunk[0].weight.device
+    noise = torch.Generator().manual_seed(seed * 10_007 + task)
+    for start in range(0, samples, chunk):
+        z = torch.randn(min(chunk, samples - start), generator.noise_dim, generator=noise).to(device)
+        yield pixel_entropy(torch.sigmoid(critic(generator(z, task), task)))
+
+
+def generator_fisher(generator: ConditionalGenerator, critic, task: int, samples: int, seed: int) -> Importances:
+    """EWC on a generator: diagonal Fisher of log D("real" | G(z)) w.r.t. θ_G, one generated image at a time."""
+    params = generator.trunk_parameters()
+    device = generator.trunk[0].weight.device
+    noise = torch.Generator().manual_seed(seed * 10_007 + task)
+    totals = {n: torch.zeros_like(p) for n, p in params.items()}
+    for _ in range(samples):
+        z = torch.randn(1, generator.noise_dim, generator=noise).to(device)
+        log_real = torch.nn.functional.logsigmoid(critic(generator(z, task), task)).sum()
+        grads = torch.autograd.grad(log_real, list(params.values()))
+        for total, g in zip(totals.values(), grads, strict=True):
+            total.add_(g.square())
+    return {n: t / max(samples, 1) for n, t in totals.items()}
+
+
+def vae_fisher(model: MultiLatentVAE, inputs: torch.Tensor, task: int, seed: int) -> Importances:
+    """EWC on a VAE: diagonal Fisher of each training image's ELBO w.r.t. the shared encoder and decoder."""
+    from anpyc_core.models.generative import elbo
+
+    params = model.trunk_parameters()
+    noise = torch.Generator(device=inputs.device).manual_seed(seed * 10_007 + task)
+    totals = {n: torch.zeros_like(p) for n, p in params.items()}
+    for row in range(len(inputs)):
+        grads = torch.autograd.grad(elbo(model, inputs[row : row + 1], task, noise), list(params.values()))
+        for total, g in zip(totals.values(), grads, strict=True):
+            total.add_(g.square())
+    return {n: t / max(len(inputs), 1) for n, t in totals.items()}
+
+
+def vae_mas_objectives(model: MultiLatentVAE, inputs: torch.Tensor, task: int, chunk: int) -> Iterable[torch.Tensor]:
+    """MAS on a VAE: mean ‖reconstruction‖² of chunks of `task`'s inputs (through μ)."""
+    for start in range(0, len(inputs), chunk):
+        mu, _ = model.encode(inputs[start : start + chunk], task)
+        yield model.decode(mu, task).square().sum(dim=1).mean()

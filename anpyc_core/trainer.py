@@ -53,6 +53,8 @@ class TaskRecord:
     counts: dict[str, int] = field(default_factory=dict)  # Strategy.parameter_counts
     stability: float | None = None  # lr·2λ·max Ω at the task's start (penalty methods; see schedule.py)
     rounds: list[dict] = field(default_factory=list)  # per pruning round: freed and Ω = 0 fractions per tensor
+    #: generative runs: further per-task rows beside the accuracy (fid, val_fid, elbo)
+    extra_rows: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -70,6 +72,8 @@ class RunResult:
     task_seconds: list[float]
     version: str = __version__
     joint_reference: dict | None = field(default=None)
+    #: generative runs: FID (and ELBO) matrices shaped like acc_matrix
+    extra_matrices: dict[str, list[list[float]]] | None = field(default=None)
 
     def to_dict(self) -> dict:
         """A JSON-ready dict."""
@@ -119,7 +123,58 @@ class Patience:
         return self.stale >= self.patience
 
 
-class Trainer:
+def check_checkpoint(state: dict, cfg: RunConfig) -> None:
+    """ValueError unless `state` is a checkpoint of this format written by a run of `cfg`."""
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"checkpoint format {state.get('format')} is not {CHECKPOINT_FORMAT}")
+    if state["run_id"] != cfg.run_id():
+        raise ValueError(f"checkpoint belongs to run {state['run_id']}, this config is run {cfg.run_id()}")
+
+
+class CheckpointFiles:
+    """Task-boundary checkpoints of a trainer with `cfg`, `strategy`, `next_task`, the accuracy matrices and
+    `task_seconds`; a trainer adds its own entries through `extra_state` and `restore_extra`."""
+
+    def checkpoint_state(self) -> dict:
+        """Everything needed to resume at this task boundary."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "run_id": self.cfg.run_id(),
+            "next_task": self.next_task,
+            "acc_matrix": self.acc_matrix,
+            "val_acc_matrix": self.val_acc_matrix,
+            "task_seconds": self.task_seconds,
+            "strategy": self.strategy.state_dict(),
+            **self.extra_state(),
+        }
+
+    def extra_state(self) -> dict:
+        """The trainer's own checkpoint entries (none by default)."""
+        return {}
+
+    def restore_extra(self, state: dict) -> None:
+        """Prepare for and restore the trainer's own entries; called before the strategy's state loads."""
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        """Restore a `checkpoint_state()`; it must come from the same config."""
+        check_checkpoint(state, self.cfg)
+        self.restore_extra(state)
+        self.strategy.load_state_dict(state["strategy"])
+        self.next_task = state["next_task"]
+        self.acc_matrix = [list(r) for r in state["acc_matrix"]]
+        self.val_acc_matrix = [list(r) for r in state["val_acc_matrix"]]
+        self.task_seconds = list(state["task_seconds"])
+
+    def save_checkpoint(self, path: str | Path) -> Path:
+        """Write the checkpoint atomically (temp file + rename): never a torn file."""
+        return save_atomically(self.checkpoint_state(), path)
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Resume from a file written by `save_checkpoint`."""
+        self.load_checkpoint_state(torch.load(path, map_location=self.device, weights_only=True))
+
+
+class Trainer(CheckpointFiles):
     """One continual-learning run on one device."""
 
     def __init__(
@@ -322,39 +377,6 @@ class Trainer:
         out["probe_importance"] = {n: t.cpu() for n, t in probe.items()}
         return out
 
-    # ------------------------------------------------------ checkpoints
-    def checkpoint_state(self) -> dict:
-        """Everything needed to resume at this task boundary."""
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "run_id": self.cfg.run_id(),
-            "next_task": self.next_task,
-            "acc_matrix": self.acc_matrix,
-            "val_acc_matrix": self.val_acc_matrix,
-            "task_seconds": self.task_seconds,
-            "strategy": self.strategy.state_dict(),
-        }
-
-    def load_checkpoint_state(self, state: dict) -> None:
-        """Restore a `checkpoint_state()`; it must come from the same config."""
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"checkpoint format {state.get('format')} is not {CHECKPOINT_FORMAT}")
-        if state["run_id"] != self.cfg.run_id():
-            raise ValueError(f"checkpoint belongs to run {state['run_id']}, this config is run {self.cfg.run_id()}")
-        self.strategy.load_state_dict(state["strategy"])
-        self.next_task = state["next_task"]
-        self.acc_matrix = [list(r) for r in state["acc_matrix"]]
-        self.val_acc_matrix = [list(r) for r in state["val_acc_matrix"]]
-        self.task_seconds = list(state["task_seconds"])
-
-    def save_checkpoint(self, path: str | Path) -> Path:
-        """Write the checkpoint atomically (temp file + rename): never a torn file."""
-        return save_atomically(self.checkpoint_state(), path)
-
-    def load_checkpoint(self, path: str | Path) -> None:
-        """Resume from a file written by `save_checkpoint`."""
-        self.load_checkpoint_state(torch.load(path, map_location=self.device, weights_only=True))
-
     # ----------------------------------------------------------- result
     def result(self) -> RunResult:
         """The metrics of the finished run (SPEC §6)."""
@@ -390,9 +412,19 @@ def save_atomically(state: dict, path: str | Path) -> Path:
     return path
 
 
+def make_trainer(cfg: RunConfig, **kwargs):
+    """The trainer a config needs: `Trainer` for classifiers, `GenerativeTrainer` for model.arch cgan or vae."""
+    if cfg.generative_run:
+        from anpyc_core.generative_trainer import GenerativeTrainer
+
+        return GenerativeTrainer(cfg, **kwargs)
+    kwargs.pop("features", None)
+    return Trainer(cfg, **kwargs)
+
+
 def run_config(cfg: RunConfig, progress: Progress | None = None, **kwargs) -> RunResult:
     """Run a whole sequence for `cfg` and return its result."""
-    trainer = Trainer(cfg, progress=progress, **kwargs)
+    trainer = make_trainer(cfg, progress=progress, **kwargs)
     for _ in trainer.run():
         pass
     return trainer.result()

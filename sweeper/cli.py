@@ -64,16 +64,25 @@ def format_table(result: dict) -> str:
     """The accuracy matrix and metrics as a fixed-width text table."""
     P = result["acc_matrix"]
     T = len(P[0])
-    lines = ["test accuracy (%): row = after task j, column = task i"]
+    extra = result.get("extra_matrices") or {}
+    what = "accuracy of generated images" if extra else "test accuracy"
+    lines = [f"{what} (%): row = after task j, column = task i"]
     lines.append("after  " + " ".join(f"{f'T{i + 1}':>7}" for i in range(T)))
     for j, row in enumerate(P):
         lines.append(f"{('init' if j == 0 else f'T{j}'):>5}  " + " ".join(f"{v:7.2f}" for v in row))
+    for name in ("fid", "elbo"):
+        if name in extra:
+            lines.append(
+                f"{name.upper():>5}  " + " ".join(f"{v:7.2f}" for v in extra[name][-1]) + "  (after the last task)"
+            )
+    if extra:
+        lines.append(f"FID features: {result['fingerprint'].get('features')}")
     lines.append("")
     lines.append(f"{'metric':<12}{'test':>10}{'val':>10}")
     for key in result["metrics"]:
         cells = []
         for block in ("metrics", "val_metrics"):
-            v = result[block][key]
+            v = result[block].get(key)
             cells.append(f"{'null':>10}" if v is None else f"{v:10.2f}")
         lines.append(f"{key:<12}" + "".join(cells))
     lines.append(f"{'seconds':<12}{result['seconds']:10.1f}")
@@ -132,7 +141,7 @@ def train(
 ) -> None:
     """Run one task sequence locally (no Ray) and write result.json."""
     from anpyc_core.data import DataError
-    from anpyc_core.trainer import Trainer, TrainingDiverged
+    from anpyc_core.trainer import TrainingDiverged, make_trainer
 
     try:
         cfg = load_config(config, set_)
@@ -151,7 +160,7 @@ def train(
             typer.echo(msg, err=True)
 
     try:
-        trainer = Trainer(cfg, progress=progress, joint_reference=reference)
+        trainer = make_trainer(cfg, progress=progress, joint_reference=reference)
         ckpt = checkpoint_dir / "checkpoint.pt" if checkpoint_dir else None
         if resume and ckpt.exists():
             trainer.load_checkpoint(ckpt)
@@ -166,6 +175,9 @@ def train(
             if ckpt:
                 trainer.save_checkpoint(ckpt)
         result = trainer.result().to_dict()
+        if hasattr(trainer, "save_samples"):  # generative runs: one row of samples per task
+            grid = trainer.save_samples(out / "samples.png")
+            typer.echo(f"wrote {grid}", err=True)
     except ConfigError as err:
         fail(str(err), 2)
     except (DataError, TrainingDiverged, ValueError) as err:

@@ -128,6 +128,19 @@ def sample_run_configs(spec: StudySpec) -> list[dict]:
     return [spec.run_config(a, s, p) for a in spec.ablations for s in spec.seeds for p in points]
 
 
+def load_features(configs: list[dict], datasets: dict) -> dict:
+    """The feature classifier record of each benchmark a generative study evaluates on (trained once, cached)."""
+    from anpyc_core.feature_classifier import feature_record
+
+    out = {}
+    for cfg in configs:
+        run_cfg = validate_config(cfg)
+        name = run_cfg.data.benchmark
+        if run_cfg.generative_run and name not in out:
+            out[name] = feature_record(run_cfg.generative, datasets[name], lambda msg: print(msg, flush=True))
+    return out
+
+
 def load_datasets(configs: list[dict]) -> dict:
     """Each benchmark the study uses, loaded once in the driver (shared via the object store)."""
     out = {}
@@ -160,6 +173,8 @@ def joint_references(spec: StudySpec, configs: list[dict], dataset_refs: dict) -
     store = spec.store
     refs, pending = {}, {}
     for cfg in configs:
+        if validate_config(cfg).generative_run:
+            continue  # FWT is a classifier metric; generative runs have no joint reference
         key = joint_key(cfg)
         path = "joint/" + hashlib.sha256(key.encode()).hexdigest()[:16] + ".json"
         if key in refs or key in pending:
@@ -317,6 +332,7 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, 
     configs = sample_run_configs(spec)
     check_device(spec, configs)
     datasets = load_datasets(configs)  # missing or corrupt data fails here, before Ray starts
+    features = load_features(configs, datasets)  # a missing or foreign feature file too
     if not verbose:
         quiet_ray_logging()
     if not ray.is_initialized():
@@ -340,10 +356,11 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, 
         from sweeper.member_asha import start_member_rungs
 
         rungs = start_member_rungs(spec, max_tasks)
+    shared = {"spec": spec.model_dump(mode="json"), "datasets": datasets, "joint_refs": refs}
+    if features:
+        shared["features"] = features
     trainable = tune.with_resources(
-        tune.with_parameters(
-            train_pack if packed else train_trial, spec=spec.model_dump(mode="json"), datasets=datasets, joint_refs=refs
-        ),
+        tune.with_parameters(train_pack if packed else train_trial, **shared),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
     callbacks = [StudyRecorder(spec, spec_yaml)]  # a restored Tuner brings back its own copy

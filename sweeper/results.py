@@ -28,6 +28,10 @@ BOUNDARY_COLUMNS = (
     "stability",  # lr·2λ·max Ω at the task's start (penalty methods, tasks after the first)
 )
 
+#: generative runs' further per-task rows (a column each in tasks.parquet) and final matrices (MLflow JSON)
+EXTRA_ROWS = ("fid_row", "val_fid_row", "elbo_row")
+EXTRA_MATRICES = ("fid_matrix", "val_fid_matrix", "elbo_matrix")
+
 
 def flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
     """Flatten nested config dicts to `cfg.section.field` columns (lists kept as strings)."""
@@ -39,20 +43,25 @@ def flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def task_rows(trial_id: str, after_task: int, acc_row: list[float], val_row: list[float]) -> list[dict]:
-    """Long-form rows for one task report: one per (evaluated task, split)."""
+def task_rows(
+    trial_id: str, after_task: int, acc_row: list[float], val_row: list[float], extra: dict | None = None
+) -> list[dict]:
+    """Long-form rows for one task report: one per (evaluated task, split).
+
+    `extra` (generative runs): {"fid": row, "val_fid": row, "elbo": row} become the `fid` column of both
+    splits (each its own split's) and the test rows' `elbo` column."""
+    extra = {k: json.loads(v) if isinstance(v, str) else v for k, v in (extra or {}).items()}
     rows = []
     for split, row in (("test", acc_row), ("val", val_row)):
         for i, acc in enumerate(row):
-            rows.append(
-                {
-                    "trial_id": trial_id,
-                    "after_task": after_task,
-                    "eval_task": i + 1,
-                    "split": split,
-                    "accuracy": float(acc),
-                }
-            )
+            one = {"trial_id": trial_id, "after_task": after_task, "eval_task": i + 1, "split": split}
+            one["accuracy"] = float(acc)
+            fid = extra.get("fid" if split == "test" else "val_fid")
+            if fid is not None:
+                one["fid"] = float(fid[i])
+            if split == "test" and "elbo" in extra:
+                one["elbo"] = float(extra["elbo"][i])
+            rows.append(one)
     return rows
 
 

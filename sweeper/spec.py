@@ -21,7 +21,12 @@ from anpyc_core.config import ConfigError, apply_overrides, read_yaml, validate_
 from sweeper.storage import StudyStore, is_uri
 
 #: Metrics a trial reports (val_* for selection, test_* beside them).
-METRICS = [f"{split}_{m}" for split in ("val", "test") for m in ("acc", "bwt", "fwt", "fwt_init", "forgetting", "la")]
+#: every metric a study can select on or report; fid_first5 and fid_mean exist for generative runs only
+METRICS = [
+    f"{split}_{m}"
+    for split in ("val", "test")
+    for m in ("acc", "bwt", "fwt", "fwt_init", "forgetting", "la", "fid_first5", "fid_mean")
+]
 MAX_TRIALS_WITHOUT_YES = 200
 
 

@@ -255,7 +255,9 @@ class StudyRecorder(Callback):
             acc_row, val_row = (
                 json.loads(r) if isinstance(r, str) else r for r in (entry["acc_row"], entry["val_acc_row"])
             )
-            self.store.upsert(results.TASKS, results.task_rows(tid, step, acc_row, val_row), results.TASK_KEY)
+            extra = {k[: -len("_row")]: entry[k] for k in results.EXTRA_ROWS if k in entry}
+            rows = results.task_rows(tid, step, acc_row, val_row, extra)
+            self.store.upsert(results.TASKS, rows, results.TASK_KEY)
             self.store.upsert(results.BOUNDARIES, [results.boundary_row(tid, step, entry)], results.BOUNDARY_KEY)
             now = int(time.time() * 1000)
             metrics = [
@@ -307,8 +309,9 @@ class StudyRecorder(Callback):
             return
         done_before = "final_val_acc" in self.client.get_run(run_id).data.metrics  # a replay: log nothing twice
         if "acc_matrix" in result and not done_before:
-            for name in ("acc_matrix", "val_acc_matrix"):
-                self.client.log_text(run_id, result[name], f"{name}.json")
+            for name in ("acc_matrix", "val_acc_matrix", *results.EXTRA_MATRICES):
+                if name in result:
+                    self.client.log_text(run_id, result[name], f"{name}.json")
             self._log_heatmap(run_id, json.loads(result["acc_matrix"]), json.loads(result["val_acc_matrix"]))
             final = [
                 Metric(f"final_{k}", float(v), int(time.time() * 1000), 0)

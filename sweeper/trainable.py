@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from ray import tune
 from anpyc_core.config import validate_config
 from anpyc_core.data import RawDataset, build_tasks
 from anpyc_core.metrics import summarize
-from anpyc_core.trainer import Trainer, TrainingDiverged, resolve_device
+from anpyc_core.trainer import Trainer, TrainingDiverged, make_trainer, resolve_device
 
 CHECKPOINT_FILE = "state.pt"
 HISTORY_FILE = "history.json"  # every finished task's record, so a lost report can be recorded later
@@ -52,8 +53,19 @@ def task_metrics(acc: list[list[float]], val: list[list[float]], done: int) -> d
     out = {}
     for prefix, matrix in (("test", sub), ("val", vsub)):
         for k, v in summarize(matrix).items():
-            if v is not None and k != "fwt":
+            if v is not None and k != "fwt" and not math.isnan(v):  # NaN: a C-GAN's unmet tasks
                 out[f"{prefix}_{k}"] = v
+    return out
+
+
+def fid_metrics(extra_rows: dict[str, list[float]], done: int) -> dict[str, float]:
+    """FID of the first five and of every task learned so far (generative runs; empty otherwise)."""
+    out = {}
+    for prefix, key in (("test", "fid"), ("val", "val_fid")):
+        row = extra_rows.get(key)
+        if row:
+            out[f"{prefix}_fid_first5"] = sum(row[: min(5, done)]) / min(5, done)
+            out[f"{prefix}_fid_mean"] = sum(row[:done]) / done
     return out
 
 
@@ -62,6 +74,7 @@ def train_trial(
     spec: dict,
     datasets: dict[str, RawDataset],
     joint_refs: dict[str, dict] | None = None,
+    features: dict[str, dict] | None = None,
 ) -> None:
     """Run (or resume) one trial; `tune.report` after every task with a checkpoint."""
     torch.set_num_threads(max(1, int(spec["resources"]["cpu"])))  # no oversubscription across trials
@@ -69,7 +82,8 @@ def train_trial(
     device = resolve_device(run_cfg.device)
     tasks = build_tasks(run_cfg.data, {n: datasets[n] for n in run_cfg.data.benchmarks}, run_cfg.seed, device)
     reference = (joint_refs or {}).get(joint_key(run_cfg.model_dump(mode="json")))
-    trainer = Trainer(run_cfg, tasks=tasks, joint_reference=reference)
+    feature = (features or {}).get(run_cfg.data.benchmark)  # generative runs: the driver's feature classifier
+    trainer = make_trainer(run_cfg, tasks=tasks, joint_reference=reference, features=feature)
     checkpoint = tune.get_checkpoint()
     history: list[dict] = []
     if checkpoint is not None:
@@ -98,7 +112,9 @@ def task_entry(trainer: Trainer, record) -> dict[str, Any]:
         **record.counts,
         **({"stability": record.stability} if getattr(record, "stability", None) is not None else {}),
         **({"rounds": json.dumps(record.rounds)} if getattr(record, "rounds", None) else {}),
+        **{f"{name}_row": row for name, row in getattr(record, "extra_rows", {}).items()},
         **task_metrics(trainer.acc_matrix, trainer.val_acc_matrix, record.task),
+        **fid_metrics(getattr(record, "extra_rows", {}), record.task),
     }
 
 
@@ -112,6 +128,7 @@ def task_report(trainer: Trainer, record, resumed_from: int, history: list[dict]
         "num_tasks": record.num_tasks,
         "acc_row": json.dumps(record.acc_row),
         "val_acc_row": json.dumps(record.val_acc_row),
+        **{f"{name}_row": json.dumps(row) for name, row in getattr(record, "extra_rows", {}).items()},
         "resumed_from_task": resumed_from,
         "history": json.dumps(history),
     }
@@ -121,6 +138,8 @@ def task_report(trainer: Trainer, record, resumed_from: int, history: list[dict]
             metrics.update({f"{prefix}_{k}": v for k, v in block.items() if v is not None})
         metrics["acc_matrix"] = json.dumps(result.acc_matrix)
         metrics["val_acc_matrix"] = json.dumps(result.val_acc_matrix)
+        for name, matrix in (result.extra_matrices or {}).items():
+            metrics[f"{name}_matrix"] = json.dumps(matrix)
         metrics["seconds"] = result.seconds
         metrics["run_config"] = json.dumps(result.config)
     return metrics
@@ -130,6 +149,10 @@ def write_task_files(folder: Path, trainer: Trainer, record, spec: dict, history
     """History (and the snapshot the study keeps, if any) of one run into `folder`; the snapshot names."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / HISTORY_FILE).write_text(json.dumps(history))
+    if hasattr(trainer, "save_samples"):  # generative runs: a sample grid per task boundary instead
+        name = f"samples_task_{record.task:03d}.png"
+        trainer.save_samples(folder / name)
+        return [name]
     if not wants_snapshot(spec.get("snapshots", "ends"), record.task, record.num_tasks):
         return []
     torch.save(trainer.snapshot(), folder / snapshot_name(record.task))

@@ -16,15 +16,24 @@ IMAGE = (1, 28, 28)
 PIXELS = 28 * 28
 
 
+def _rows(table: torch.Tensor | nn.ParameterList, task: int | torch.Tensor, count: int) -> torch.Tensor:
+    """Embedding rows for `count` samples of one task (int) or of per-sample task ids (tensor)."""
+    if isinstance(task, int):
+        return table[task].expand(count, -1)
+    return torch.stack(list(table))[task]
+
+
 class ConditionalGenerator(nn.Module):
     """MLP generator G(z, t): noise and task t's embedding row → pixels in [0, 1]."""
 
-    def __init__(self, noise_dim: int = 100, embed_dim: int = 32, hidden: tuple[int, ...] = (256, 512)) -> None:
+    def __init__(
+        self, noise_dim: int = 100, embed_dim: int = 32, hidden: tuple[int, ...] = (256, 512), pixels: int = PIXELS
+    ) -> None:
         super().__init__()
         self.noise_dim, self.embed_dim = noise_dim, embed_dim
         widths = [noise_dim + embed_dim, *hidden]
         self.trunk = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:], strict=False))
-        self.trunk.append(nn.Linear(widths[-1], PIXELS))
+        self.trunk.append(nn.Linear(widths[-1], pixels))
         self.heads = nn.ParameterList()  # the class-representation layer: one row per task
 
     def add_task(self, generator: torch.Generator | None = None) -> int:
@@ -40,9 +49,9 @@ class ConditionalGenerator(nn.Module):
         """The generator's shared parameters θ_G: what Ω, θ* and pruning cover."""
         return {f"trunk.{n}": p for n, p in self.trunk.named_parameters()}
 
-    def forward(self, z: torch.Tensor, task: int) -> torch.Tensor:
-        """Generated images of `task` as rows of pixel probabilities."""
-        h = torch.cat([z, self.heads[task].expand(len(z), -1)], dim=1)
+    def forward(self, z: torch.Tensor, task: int | torch.Tensor) -> torch.Tensor:
+        """Generated images of `task` (or of per-sample task ids) as rows of pixel probabilities."""
+        h = torch.cat([z, _rows(self.heads, task, len(z))], dim=1)
         for layer in self.trunk[:-1]:
             h = F.relu(layer(h))
         return torch.sigmoid(self.trunk[-1](h))
@@ -51,10 +60,12 @@ class ConditionalGenerator(nn.Module):
 class ConditionalDiscriminator(nn.Module):
     """MLP critic D(x, t): pixels and a task embedding → the logit of "real"."""
 
-    def __init__(self, num_tasks: int, embed_dim: int = 32, hidden: tuple[int, ...] = (512, 256)) -> None:
+    def __init__(
+        self, num_tasks: int, embed_dim: int = 32, hidden: tuple[int, ...] = (512, 256), pixels: int = PIXELS
+    ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(num_tasks, embed_dim)
-        widths = [PIXELS + embed_dim, *hidden]
+        widths = [pixels + embed_dim, *hidden]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:], strict=False))
         self.out = nn.Linear(widths[-1], 1)
 
@@ -68,18 +79,23 @@ class ConditionalDiscriminator(nn.Module):
 
 
 class MultiLatentVAE(nn.Module):
-    """Conv-Conv-FC encoder, FC-Deconv-Deconv decoder (shared trunk), one latent layer per task (heads)."""
+    """Conv-Conv-FC encoder, FC-Deconv-Deconv decoder (shared trunk), one latent layer per task (heads).
 
-    def __init__(self, num_tasks: int, latent: int = 16, features: int = 256) -> None:
+    Task t's latent layer is the pair (features → μ, log σ²) and (z → the decoder's first feature map), so
+    sampling z ~ N(0, I) through task t's pair draws images of task t. H and W must be multiples of 4."""
+
+    def __init__(
+        self, num_tasks: int, latent: int = 16, features: int = 256, image: tuple[int, int, int] = IMAGE
+    ) -> None:
         super().__init__()
-        self.latent = latent
-        self.encoder = nn.ModuleList(
-            [nn.Conv2d(1, 32, 4, 2, 1), nn.Conv2d(32, 64, 4, 2, 1), nn.Linear(64 * 7 * 7, features)]
-        )
-        self.decoder = nn.ModuleList(
-            [nn.Linear(latent, 64 * 7 * 7), nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ConvTranspose2d(32, 1, 4, 2, 1)]
-        )
+        self.latent, self.image = latent, tuple(image)
+        c, h, w = image
+        self.grid = (64, h // 4, w // 4)
+        flat = 64 * (h // 4) * (w // 4)
+        self.encoder = nn.ModuleList([nn.Conv2d(c, 32, 4, 2, 1), nn.Conv2d(32, 64, 4, 2, 1), nn.Linear(flat, features)])
+        self.decoder = nn.ModuleList([nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ConvTranspose2d(32, c, 4, 2, 1)])
         self.heads = nn.ModuleList(nn.Linear(features, 2 * latent) for _ in range(num_tasks))
+        self.decoder_heads = nn.ModuleList(nn.Linear(latent, flat) for _ in range(num_tasks))
 
     def trunk_parameters(self) -> dict[str, nn.Parameter]:
         """Every shared encoder and decoder parameter (the per-task latent layers are heads)."""
@@ -87,33 +103,50 @@ class MultiLatentVAE(nn.Module):
         named.update({f"decoder.{n}": p for n, p in self.decoder.named_parameters()})
         return named
 
+    def task_parameters(self, task: int) -> list[nn.Parameter]:
+        """Task `task`'s latent layer (both sides)."""
+        return [*self.heads[task].parameters(), *self.decoder_heads[task].parameters()]
+
     def encode(self, x: torch.Tensor, task: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(μ, log σ²) of q(z | x) through task's latent layer."""
-        h = x.view(len(x), *IMAGE)
+        h = x.view(len(x), *self.image)
         h = F.relu(self.encoder[1](F.relu(self.encoder[0](h))))
         h = F.relu(self.encoder[2](h.flatten(1)))
         mu, logvar = self.heads[task](h).chunk(2, dim=1)
-        return mu, logvar
+        return mu, logvar.clamp(-10, 10)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Pixel probabilities (rows) of latent codes."""
-        h = F.relu(self.decoder[0](z)).view(len(z), 64, 7, 7)
-        h = F.relu(self.decoder[1](h))
-        return torch.sigmoid(self.decoder[2](h)).flatten(1)
+    def decode(self, z: torch.Tensor, task: int) -> torch.Tensor:
+        """Pixel probabilities (rows) of latent codes, through task's latent layer."""
+        h = F.relu(self.decoder_heads[task](z)).view(len(z), *self.grid)
+        h = F.relu(self.decoder[0](h))
+        return torch.sigmoid(self.decoder[1](h)).flatten(1)
 
     def forward(self, x: torch.Tensor, task: int, generator: torch.Generator | None = None):
         """(reconstruction, μ, log σ²) with one reparameterised sample."""
         mu, logvar = self.encode(x, task)
         eps = torch.randn(mu.shape, generator=generator, device=mu.device)
-        return self.decode(mu + eps * torch.exp(0.5 * logvar)), mu, logvar
+        return self.decode(mu + eps * torch.exp(0.5 * logvar), task), mu, logvar
+
+    def sample(self, count: int, task: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """`count` images of `task` from the prior N(0, I)."""
+        device = self.encoder[0].weight.device
+        z = torch.randn(count, self.latent, generator=generator).to(device)
+        return self.decode(z, task)
 
 
 def elbo(model: MultiLatentVAE, x: torch.Tensor, task: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Mean evidence lower bound per image (nats): Bernoulli log-likelihood minus KL to N(0, I)."""
+    return elbo_per_image(model, x, task, generator).mean()
+
+
+def elbo_per_image(
+    model: MultiLatentVAE, x: torch.Tensor, task: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """The evidence lower bound of each image (nats), one reparameterised sample."""
     recon, mu, logvar = model(x, task, generator)
     log_lik = -F.binary_cross_entropy(recon.clamp(1e-6, 1 - 1e-6), x, reduction="none").sum(dim=1)
     kl = 0.5 * (mu.square() + logvar.exp() - 1 - logvar).sum(dim=1)
-    return (log_lik - kl).mean()
+    return log_lik - kl
 
 
 def pixel_entropy(images: torch.Tensor) -> torch.Tensor:
