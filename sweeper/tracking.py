@@ -22,6 +22,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
+from anpyc_core.config import GENERATIVE_ARCHS
 from sweeper import results
 from sweeper.spec import StudySpec
 from sweeper.trainable import trial_run_config
@@ -29,6 +30,7 @@ from sweeper.version import code_version_tags
 
 TAG_STUDY, TAG_ROLE, TAG_TRIAL = "anpyc_study", "anpyc_role", "anpyc_trial"
 FINAL_KEYS = ("acc", "bwt", "fwt", "fwt_init", "forgetting", "la")
+GENERATIVE_KEYS = ("fid_first5", "fid_mean", "elbo_task1")  # columns of generative studies' trial rows
 #: The experiment tag that makes MLflow 3's UI open the classic runs view, not its GenAI pages.
 EXPERIMENT_KIND, CLASSIC_RUNS_VIEW = "mlflow.experimentKind", "custom_model_development"
 #: A shared view of the runs table (an experiment tag the UI opens with `?viewStateShareKey=trials`).
@@ -386,8 +388,9 @@ class StudyRecorder(Callback):
             "tasks_done": int(result.get("task", 0)),
             "seconds": float(result.get("seconds", float("nan"))),
         }
+        generative = cfg.get("model", {}).get("arch") in GENERATIVE_ARCHS
         for split in ("val", "test"):
-            for key in FINAL_KEYS:
+            for key in FINAL_KEYS + (GENERATIVE_KEYS if generative else ()):
                 value = result.get(f"{split}_{key}") if status == "FINISHED" else None
                 row[f"{split}_{key}"] = float(value) if value is not None else None
         row.update(results.flatten("cfg", cfg, {}))
