@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
 
 from sweeper import results  # noqa: E402
+from sweeper.generative_report import generative_section  # noqa: E402
 from sweeper.spec import StudySpec  # noqa: E402
 
 
@@ -318,6 +319,7 @@ def write_report(spec: StudySpec) -> Path:
             half = part.get(max(1, r.after_task // 2), float("nan"))
             lines.append(f"| {r.ablation} | {r.after_task} | {r.mean:.2f} | {half:.2f} |")
         lines.append("")
+    lines += generative_section(spec, done, out)
     if len(spec.objectives) > 1 and len(done):
         front = plot_pareto(done, spec, out / "pareto.png")
         a, b = (o.metric for o in spec.objectives[:2])
