@@ -263,8 +263,10 @@ class GenerativeConfig(_Section):
 
     noise_dim: int = Field(100, ge=1)
     embed_dim: int = Field(32, ge=1)
-    #: the C-GAN generator's hidden widths (the critic mirrors them)
+    #: the C-GAN generator's hidden widths (the critic mirrors them; MLP version only)
     hidden: list[int] = Field(default_factory=lambda: [256, 512], min_length=1)
+    #: the C-GAN's networks: MLP, DCGAN-style convolutions (32×32 images), or `auto` (conv for 32×32, else MLP)
+    net: Literal["auto", "mlp", "conv"] = "auto"
     latent: int = Field(16, ge=1)
     #: H of the label-free measure: the generated pixels' entropy, or the critic's output entropy
     gen_importance: Literal["pixel_entropy", "disc_entropy"] = "pixel_entropy"
@@ -298,6 +300,14 @@ class RunConfig(_Section):
         if self.model.arch not in GENERATIVE_ARCHS and isinstance(out, dict):
             out.pop("generative", None)
         return out
+
+    @property
+    def conv_gan(self) -> bool:
+        """True when a C-GAN run uses the DCGAN-style networks."""
+        net = self.generative.net
+        return self.model.arch == "cgan" and (
+            net == "conv" or (net == "auto" and self.data.image_shape[1:] == (32, 32))
+        )
 
     @property
     def generative_run(self) -> bool:
@@ -354,6 +364,8 @@ class RunConfig(_Section):
                 f"{'a data.sequence' if self.data.sequence else self.data.scenario})"
             )
         c, h, w = self.data.image_shape
+        if arch == "cgan" and self.generative.net == "conv" and (h, w) != (32, 32):
+            raise ValueError(f"generative.net: conv generates 32x32 images; {self.data.benchmark}'s are {h}x{w}")
         if arch == "vae" and (h % 4 or w % 4):
             raise ValueError(
                 f"model.arch: vae needs image sides divisible by 4 (got {h}x{w} from {self.data.benchmark})"

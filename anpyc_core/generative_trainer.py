@@ -29,7 +29,14 @@ from anpyc_core.data.tasks import Split
 from anpyc_core.feature_classifier import feature_net, feature_record, features_name
 from anpyc_core.fid import frechet_distance
 from anpyc_core.metrics import bwt, fingerprint, forgetting, learning_accuracy
-from anpyc_core.models.generative import ConditionalDiscriminator, ConditionalGenerator, MultiLatentVAE, elbo_per_image
+from anpyc_core.models.generative import (
+    ConditionalDiscriminator,
+    ConditionalGenerator,
+    ConvDiscriminator,
+    ConvGenerator,
+    MultiLatentVAE,
+    elbo_per_image,
+)
 from anpyc_core.schedule import learning_rate
 from anpyc_core.strategies.base import Phase
 from anpyc_core.strategies.generative import build_generative_strategy
@@ -76,7 +83,10 @@ class GenerativeTrainer(CheckpointFiles):
         self.feature_net = feature_net(features, self.device)
         torch.manual_seed(derive_seed(cfg.seed, -1))
         num, pixels = len(tasks), tasks.num_features
-        if cfg.model.arch == "cgan":
+        if cfg.conv_gan:
+            self.model = ConvGenerator(self.g.noise_dim, self.g.embed_dim, tasks.image_shape)
+            critic = ConvDiscriminator(num, self.g.embed_dim, tasks.image_shape)
+        elif cfg.model.arch == "cgan":
             self.model = ConditionalGenerator(self.g.noise_dim, self.g.embed_dim, tuple(self.g.hidden), pixels)
             critic = ConditionalDiscriminator(num, self.g.embed_dim, tuple(reversed(self.g.hidden)), pixels)
         else:

@@ -72,3 +72,17 @@ def test_frechet_distance_is_zero_for_a_set_against_itself_and_grows_with_a_shif
     assert frechet_distance(a, b) > 1.0
     with pytest.raises(ValueError, match="two N x D feature sets of one width"):
         frechet_distance(a, b[:, :3])
+    assert np.isnan(frechet_distance(a[:1], b)) and np.isnan(frechet_distance(a, np.full_like(b, np.nan)))
+
+
+def test_frechet_distance_equals_the_matrix_square_root_form_where_that_is_well_defined():
+    from scipy import linalg
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(400, 20)), rng.normal(size=(300, 20)) * 1.5 + 0.3
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = linalg.sqrtm(cov_a @ cov_b).real
+    expected = np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(root)
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)
+    singular = rng.normal(size=(5, 20))  # fewer samples than dimensions: a singular covariance
+    assert np.isfinite(frechet_distance(singular, b))

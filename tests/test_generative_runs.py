@@ -192,3 +192,29 @@ def test_a_generative_study_records_fid_per_task_sample_grids_and_final_fid(ray_
         names = {a.path for a in client.list_artifacts(run.info.run_id, "snapshots")}
         assert names == {"snapshots/samples_task_001.png", "snapshots/samples_task_002.png"}
         assert {"fid_matrix.json", "acc_matrix.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_the_dcgan_version_generates_32x32_colour_images_and_keeps_old_rows(tmp_path):
+    from anpyc_core.data import build_tasks
+    from anpyc_core.data.sources import RawDataset
+    from anpyc_core.feature_classifier import train_feature_net
+
+    rng = np.random.default_rng(0)
+    x = rng.random((120, 3 * 32 * 32), dtype=np.float32)
+    y = np.repeat(np.arange(10), 12)
+    raw = RawDataset("svhn", x, y, x[:60], y[:60], origin="test", shape=(3, 32, 32))
+    cfg = validate_config(
+        apply_overrides(
+            TINY_GAN, {"data.benchmark": "svhn", "data.num_tasks": 2, "optim.epochs": 1, "strategy.beta": 10}
+        )
+    )
+    assert cfg.conv_gan
+    trainer = GenerativeTrainer(cfg, tasks=build_tasks(cfg.data, raw, cfg.seed), features=train_feature_net(raw, 1))
+    rows = []
+    for record in trainer.run():
+        rows.append(trainer.model.heads[record.task - 1].detach().clone())
+        assert all(torch.equal(trainer.model.heads[i].detach(), row) for i, row in enumerate(rows))
+    assert trainer.sample_grid(4).shape == (3, 2 * 34 + 2, 4 * 34 + 2)
+    assert all(math.isfinite(v) for v in trainer.result().extra_matrices["fid"][-1])  # 12 test images a task
+    with pytest.raises(ConfigError, match="generative.net: conv generates 32x32 images"):
+        gan_cfg(**{"generative.net": "conv"})

@@ -153,3 +153,53 @@ def pixel_entropy(images: torch.Tensor) -> torch.Tensor:
     """Σ over images and pixels of the Bernoulli entropy −x log x − (1−x) log(1−x) (SPEC §4.5's H_b)."""
     x = images.clamp(1e-7, 1 - 1e-7)
     return -(x * x.log() + (1 - x) * (1 - x).log()).sum()
+
+
+class ConvGenerator(ConditionalGenerator):
+    """DCGAN-style generator G(z, t) for 32×32 images: FC to 256×4×4, three stride-2 deconvolutions, sigmoid.
+
+    Same interface as the MLP generator (`trunk`, the class rows in `heads`, `add_task`, `trunk_parameters`)."""
+
+    def __init__(self, noise_dim: int = 100, embed_dim: int = 32, image: tuple[int, int, int] = (3, 32, 32)) -> None:
+        nn.Module.__init__(self)
+        self.noise_dim, self.embed_dim, self.image = noise_dim, embed_dim, tuple(image)
+        side = image[1] // 8
+        self.grid = (256, side, side)
+        self.trunk = nn.ModuleList(
+            [
+                nn.Linear(noise_dim + embed_dim, 256 * side * side),
+                nn.ConvTranspose2d(256, 128, 4, 2, 1),
+                nn.ConvTranspose2d(128, 64, 4, 2, 1),
+                nn.ConvTranspose2d(64, image[0], 4, 2, 1),
+            ]
+        )
+        self.heads = nn.ParameterList()
+
+    def forward(self, z: torch.Tensor, task: int | torch.Tensor) -> torch.Tensor:
+        """Generated images of `task` (or of per-sample task ids) as rows of pixel probabilities."""
+        h = F.relu(self.trunk[0](torch.cat([z, _rows(self.heads, task, len(z))], dim=1)))
+        h = h.view(len(z), *self.grid)
+        h = F.relu(self.trunk[2](F.relu(self.trunk[1](h))))
+        return torch.sigmoid(self.trunk[3](h)).flatten(1)
+
+
+class ConvDiscriminator(nn.Module):
+    """DCGAN-style critic D(x, t) for 32×32 images: three stride-2 convolutions, then the task embedding."""
+
+    def __init__(self, num_tasks: int, embed_dim: int = 32, image: tuple[int, int, int] = (3, 32, 32)) -> None:
+        super().__init__()
+        self.image = tuple(image)
+        self.embedding = nn.Embedding(num_tasks, embed_dim)
+        self.convs = nn.ModuleList(
+            [nn.Conv2d(image[0], 64, 4, 2, 1), nn.Conv2d(64, 128, 4, 2, 1), nn.Conv2d(128, 256, 4, 2, 1)]
+        )
+        side = image[1] // 8
+        self.out = nn.Linear(256 * side * side + embed_dim, 1)
+
+    def forward(self, x: torch.Tensor, task: int | torch.Tensor) -> torch.Tensor:
+        """Logits (N,) that each image is a real image of its task."""
+        tasks = torch.full((len(x),), task, device=x.device) if isinstance(task, int) else task
+        h = x.view(len(x), *self.image)
+        for conv in self.convs:
+            h = F.leaky_relu(conv(h), 0.2)
+        return self.out(torch.cat([h.flatten(1), self.embedding(tasks)], dim=1)).squeeze(1)
