@@ -14,7 +14,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
-Benchmark = Literal["digits", "mnist", "fashion-mnist", "cifar10", "svhn", "stl10", "notmnist", "caltech101"]
+Benchmark = Literal[
+    "digits", "mnist", "fashion-mnist", "cifar10", "svhn", "stl10", "notmnist", "caltech101", "celeba", "anime"
+]
 Scenario = Literal["split", "permuted"]
 Method = Literal["anpyc", "ewc", "mas", "si", "regularised", "finetune", "sgd", "sgd_f", "joint", "lwf", "hat", "dgr"]
 Importance = Literal["anpyc", "mas", "ewc", "si", "magnitude", "random"]
@@ -40,6 +42,8 @@ NUM_CLASSES = {
     "stl10": 10,
     "notmnist": 10,
     "caltech101": 102,
+    "celeba": 1,  # one-domain face sets: tasks of the generative archs' data.sequence
+    "anime": 1,
 }
 #: (channels, height, width) of each benchmark's images as loaded (STL-10 is shrunk to 32×32).
 IMAGE_SHAPES = {
@@ -51,6 +55,8 @@ IMAGE_SHAPES = {
     "stl10": (3, 32, 32),
     "notmnist": (1, 28, 28),
     "caltech101": (3, 224, 224),
+    "celeba": (3, 32, 32),
+    "anime": (3, 32, 32),
 }
 Arch = Literal["mlp", "vgg9", "resnet18", "lenet", "cgan", "vae"]
 #: the generative architectures (SPEC §4.5) and the methods they take
@@ -98,6 +104,11 @@ class DataConfig(_Section):
     @model_validator(mode="after")
     def _check_tasks(self) -> DataConfig:
         classes = NUM_CLASSES[self.benchmark]
+        if self.sequence is None and classes == 1:
+            raise ValueError(
+                f"data.benchmark: {self.benchmark} is one domain of faces; use it in a data.sequence "
+                "(e.g. [celeba, anime]) with model.arch vae or cgan"
+            )
         if self.sequence is not None:
             clash = _changed(self, "scenario", "num_tasks", "classes_per_task", "task_classes")
             if clash:
@@ -327,6 +338,9 @@ class RunConfig(_Section):
             )
         if self.data.sequence is None and self.data.scenario == "split" and self.data.classes_per_task < 2:
             raise ValueError("data.classes_per_task: a classifier's task needs at least 2 classes (1 is for cgan, vae)")
+        one_class = [b for b in self.data.sequence or [] if NUM_CLASSES[b] < 2]
+        if one_class:
+            raise ValueError(f"data.sequence: {one_class[0]} has one class; only model.arch vae or cgan take it")
         if arch == "mlp":
             return self
         refusal = input_refusal(arch, self.data.image_shape)
@@ -358,10 +372,9 @@ class RunConfig(_Section):
             )
         if s.pruning == "xdg":
             raise ValueError("strategy.pruning: xdg gates classifier units; a generator takes greedy, random or none")
-        if self.data.scenario != "split" or self.data.sequence is not None:
+        if self.data.scenario != "split" and self.data.sequence is None:
             raise ValueError(
-                f"data.scenario: model.arch {arch} learns split tasks of one benchmark's classes (got "
-                f"{'a data.sequence' if self.data.sequence else self.data.scenario})"
+                f"data.scenario: model.arch {arch} learns split tasks (or a data.sequence); got {self.data.scenario}"
             )
         c, h, w = self.data.image_shape
         if arch == "cgan" and self.generative.net == "conv" and (h, w) != (32, 32):

@@ -88,6 +88,47 @@ def data_fingerprint(raw: RawDataset) -> str:
     return digest.hexdigest()[:12]
 
 
+def feature_key(data_cfg) -> str:
+    """Which data a feature classifier covers: the benchmark, or a sequence's benchmarks joined by '+'."""
+    return "+".join(data_cfg.benchmarks)
+
+
+def class_offsets(data_cfg, raws: dict[str, RawDataset]) -> dict[str, int]:
+    """Where each benchmark's classes start in the feature classifier's labels (a sequence: one after another)."""
+    offsets, start = {}, 0
+    for name in data_cfg.benchmarks:
+        offsets[name] = start
+        raw = raws[name]
+        start += int(max(raw.y_train.max(), raw.y_test.max())) + 1
+    return offsets
+
+
+def feature_dataset(data_cfg, raws: dict[str, RawDataset]) -> RawDataset:
+    """The images a feature classifier trains on: the benchmark, or every benchmark of a sequence with its
+    classes shifted past the earlier benchmarks' (images padded to the sequence's shape)."""
+    if data_cfg.sequence is None:
+        return raws[data_cfg.benchmark]
+    from anpyc_core.data.tasks import pad_rows
+
+    shape, offsets = data_cfg.image_shape, class_offsets(data_cfg, raws)
+
+    def rows(raw: RawDataset, x: np.ndarray) -> np.ndarray:
+        if raw.image_shape == shape:
+            return x
+        return pad_rows(torch.from_numpy(np.ascontiguousarray(x)), raw.image_shape, shape).numpy()
+
+    parts = [raws[name] for name in data_cfg.benchmarks]
+    return RawDataset(
+        feature_key(data_cfg),
+        np.concatenate([rows(r, r.x_train) for r in parts]),
+        np.concatenate([r.y_train + offsets[r.name] for r in parts]),
+        np.concatenate([rows(r, r.x_test) for r in parts]),
+        np.concatenate([r.y_test + offsets[r.name] for r in parts]),
+        origin=" + ".join(r.origin for r in parts),
+        shape=shape,
+    )
+
+
 def cache_dir(configured: str | None) -> Path:
     """Where `auto` feature classifiers are cached."""
     if configured:
@@ -194,3 +235,11 @@ def features_name(record: dict) -> str:
         f"anpyc feature classifier of {record['benchmark']} ({record['fingerprint']}, 128-d, "
         f"test accuracy {record['test_accuracy']:.2f}%)"
     )
+
+
+def features_for(cfg, raws: dict[str, RawDataset], progress=None) -> dict:
+    """The feature record of a run config's data (its benchmark, or its whole sequence with class offsets)."""
+    record = feature_record(cfg.generative, feature_dataset(cfg.data, raws), progress)
+    if cfg.data.sequence is not None:
+        record = {**record, "offsets": class_offsets(cfg.data, raws)}
+    return record

@@ -26,7 +26,7 @@ from anpyc_core import __version__
 from anpyc_core.config import RunConfig
 from anpyc_core.data import TaskSequence, build_tasks, load_data
 from anpyc_core.data.tasks import Split
-from anpyc_core.feature_classifier import feature_net, feature_record, features_name
+from anpyc_core.feature_classifier import feature_net, features_for, features_name
 from anpyc_core.fid import frechet_distance
 from anpyc_core.metrics import bwt, fingerprint, forgetting, learning_accuracy
 from anpyc_core.models.generative import (
@@ -77,8 +77,9 @@ class GenerativeTrainer(CheckpointFiles):
         if tasks is None or features is None:
             raws = load_data(cfg.data)
             tasks = tasks or build_tasks(cfg.data, raws, cfg.seed, self.device)
-            features = features or feature_record(self.g, raws[cfg.data.benchmark], self.progress)
+            features = features or features_for(cfg, raws, self.progress)
         self.tasks, self.features = tasks, features
+        self.class_offset = dict(features.get("offsets") or {})  # a sequence: where each benchmark's classes start
         self.joint_reference = joint_reference
         self.feature_net = feature_net(features, self.device)
         torch.manual_seed(derive_seed(cfg.seed, -1))
@@ -304,7 +305,8 @@ class GenerativeTrainer(CheckpointFiles):
         )
         images = self.generate(self.model, torch.full((count,), task.index, device=self.device), noise)
         feats, preds = self._features(images)
-        classes = torch.as_tensor(task.classes, device=self.device)
+        bench = self.cfg.data.sequence[task.index] if self.cfg.data.sequence else self.cfg.data.benchmark
+        classes = torch.as_tensor(task.classes, device=self.device) + self.class_offset.get(bench, 0)
         acc = 100.0 * float(torch.isin(preds, classes).float().mean()) if preds is not None else float("nan")
         return acc, frechet_distance(self._real_features(task, split), feats)
 

@@ -130,14 +130,14 @@ def sample_run_configs(spec: StudySpec) -> list[dict]:
 
 def load_features(configs: list[dict], datasets: dict) -> dict:
     """The feature classifier record of each benchmark a generative study evaluates on (trained once, cached)."""
-    from anpyc_core.feature_classifier import feature_record
+    from anpyc_core.feature_classifier import feature_key, features_for
 
     out = {}
     for cfg in configs:
         run_cfg = validate_config(cfg)
-        name = run_cfg.data.benchmark
-        if run_cfg.generative_run and name not in out:
-            out[name] = feature_record(run_cfg.generative, datasets[name], lambda msg: print(msg, flush=True))
+        key = feature_key(run_cfg.data)
+        if run_cfg.generative_run and key not in out:
+            out[key] = features_for(run_cfg, datasets, lambda msg: print(msg, flush=True))
     return out
 
 

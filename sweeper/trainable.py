@@ -13,6 +13,7 @@ from ray import tune
 
 from anpyc_core.config import validate_config
 from anpyc_core.data import RawDataset, build_tasks
+from anpyc_core.feature_classifier import feature_key
 from anpyc_core.metrics import summarize
 from anpyc_core.trainer import Trainer, TrainingDiverged, make_trainer, resolve_device
 
@@ -82,7 +83,7 @@ def train_trial(
     device = resolve_device(run_cfg.device)
     tasks = build_tasks(run_cfg.data, {n: datasets[n] for n in run_cfg.data.benchmarks}, run_cfg.seed, device)
     reference = (joint_refs or {}).get(joint_key(run_cfg.model_dump(mode="json")))
-    feature = (features or {}).get(run_cfg.data.benchmark)  # generative runs: the driver's feature classifier
+    feature = (features or {}).get(feature_key(run_cfg.data))  # generative runs: the driver's feature classifier
     trainer = make_trainer(run_cfg, tasks=tasks, joint_reference=reference, features=feature)
     checkpoint = tune.get_checkpoint()
     history: list[dict] = []

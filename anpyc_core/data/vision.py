@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from anpyc_core.data.faces import read_anime, read_celeba
 from anpyc_core.data.idx import DataError
 from anpyc_core.data.sources import RawDataset, candidate_dirs
 
@@ -207,6 +208,8 @@ READERS: dict[str, Callable[[Path], RawDataset | None]] = {
     "stl10": _read_stl10,
     "notmnist": _read_notmnist,
     "caltech101": _read_caltech101,
+    "celeba": read_celeba,
+    "anime": read_anime,
 }
 #: What to put where, per benchmark (the one-line error repeats it).
 LAYOUTS = {
@@ -215,6 +218,8 @@ LAYOUTS = {
     "stl10": "stl10_binary/{train,test}_{X,y}.bin",
     "notmnist": "notMNIST_small/A..J/*.png (or notMNIST_large/, or A..J/ directly)",
     "caltech101": "101_ObjectCategories/<class>/*.jpg",
+    "celeba": "celeba/img_align_celeba/*.jpg (and celeba/list_eval_partition.txt)",
+    "anime": "images/*.png|jpg (or the image files directly)",
 }
 
 
