@@ -321,6 +321,8 @@ class StudyRecorder(Callback):
                 if k.startswith(("val_", "test_")) and isinstance(v, int | float)
             ]
             self.client.log_batch(run_id, metrics=final)
+            if "fid_features" in result:
+                self.client.set_tag(run_id, "fid_features", str(result["fid_features"])[:4000])
         status = "FINISHED" if "acc_matrix" in result else "STOPPED"  # STOPPED: early-stopped by ASHA
         self.client.set_terminated(run_id, status="FINISHED")
         self._write_trial_row(trial, run_id, status, result, error=None)
@@ -393,6 +395,8 @@ class StudyRecorder(Callback):
             for key in FINAL_KEYS + (GENERATIVE_KEYS if generative else ()):
                 value = result.get(f"{split}_{key}") if status == "FINISHED" else None
                 row[f"{split}_{key}"] = float(value) if value is not None else None
+        if generative:
+            row["fid_features"] = result.get("fid_features")
         row.update(results.flatten("cfg", cfg, {}))
         self.store.upsert(results.TRIALS, [row], results.TRIAL_KEY)
 

@@ -141,6 +141,8 @@ def task_report(trainer: Trainer, record, resumed_from: int, history: list[dict]
         metrics["val_acc_matrix"] = json.dumps(result.val_acc_matrix)
         for name, matrix in (result.extra_matrices or {}).items():
             metrics[f"{name}_matrix"] = json.dumps(matrix)
+        if "features" in result.fingerprint:  # which features every FID of this run used
+            metrics["fid_features"] = result.fingerprint["features"]
         metrics["seconds"] = result.seconds
         metrics["run_config"] = json.dumps(result.config)
     return metrics

@@ -184,6 +184,7 @@ def test_a_generative_study_records_fid_per_task_sample_grids_and_final_fid(ray_
     trials, tasks = results.read_trials(store), results.read_tasks(store)
     assert len(trials) == 2 and set(trials["status"]) == {"FINISHED"}
     assert (trials["test_fid_first5"] > 0).all() and (trials["val_fid_first5"] > 0).all()
+    assert trials["fid_features"].str.startswith("anpyc feature classifier of digits").all()
     learned = tasks[(tasks["split"] == "test") & (tasks["eval_task"] <= tasks["after_task"])]
     assert len(learned) == 2 * 3 and (learned["fid"] > 0).all()  # after task 1: one task, after task 2: two
     client = mlflow.tracking.MlflowClient(spec.resolved_tracking_uri())
@@ -192,6 +193,7 @@ def test_a_generative_study_records_fid_per_task_sample_grids_and_final_fid(ray_
         names = {a.path for a in client.list_artifacts(run.info.run_id, "snapshots")}
         assert names == {"snapshots/samples_task_001.png", "snapshots/samples_task_002.png"}
         assert {"fid_matrix.json", "acc_matrix.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert run.data.tags["fid_features"] == trials["fid_features"].iloc[0]
 
 
 def test_the_dcgan_version_generates_32x32_colour_images_and_keeps_old_rows(tmp_path):
