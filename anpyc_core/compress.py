@@ -117,14 +117,8 @@ def _measure(measure: str, model, split: Split, cfg: RunConfig, iteration: int) 
     """Ω of every trunk value on the current weights (eval mode)."""
     model.eval()
     size, cap = cfg.strategy.importance_batch, cfg.strategy.importance_samples
-    if measure == "anpyc":
-        return imp.anpyc_importance(model, split, 0, size, cap)
-    if measure == "mas":
-        return imp.mas_importance(model, split, 0, size, cap)
-    if measure == "magnitude":
-        return imp.magnitude_importance(model.trunk_parameters())
     gen = torch.Generator().manual_seed(derive_seed(cfg.seed, 1000 + iteration))
-    return imp.random_importance(model.trunk_parameters(), gen)
+    return imp.measure(measure, model, split, 0, size, cap, generator=gen)
 
 
 def _prune_lowest(omega: dict[str, torch.Tensor], pruned: dict[str, torch.Tensor], fraction: float) -> None:

@@ -246,3 +246,29 @@ def magnitude_importance(params: dict[str, torch.Tensor]) -> Importances:
 def random_importance(params: dict[str, torch.Tensor], generator: torch.Generator) -> Importances:
     """Seeded U(0, 1) per parameter: the random control."""
     return {n: torch.rand(p.shape, generator=generator, device="cpu").to(p.device) for n, p in params.items()}
+
+
+def measure(
+    kind: str,
+    model,
+    split,
+    task: int,
+    size: int,
+    cap: int | None,
+    fisher: str = "empirical",
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Ω of a classifier's trunk by measure name: anpyc, mas, ewc, magnitude or random (`generator` seeds it).
+
+    SI's Ω comes from its path integral, not from data, so it is not measured here."""
+    if kind == "anpyc":
+        return anpyc_importance(model, split, task, size, cap)
+    if kind == "mas":
+        return mas_importance(model, split, task, size, cap)
+    if kind == "ewc":
+        return ewc_importance(model, split, task, size, cap, fisher)
+    if kind == "magnitude":
+        return magnitude_importance(model.trunk_parameters())
+    if kind == "random":
+        return random_importance(model.trunk_parameters(), generator or torch.Generator())
+    raise ValueError(f"importance: unknown measure {kind!r}; allowed: anpyc, mas, ewc, magnitude, random")

@@ -165,18 +165,10 @@ class Regularised(Strategy):
         was_training = self.model.training
         self.model.eval()
         try:
-            if kind == "anpyc":
-                return imp.anpyc_importance(self.model, data.train, task, size, cap)
-            if kind == "mas":
-                return imp.mas_importance(self.model, data.train, task, size, cap)
-            if kind == "ewc":
-                return imp.ewc_importance(self.model, data.train, task, size, cap, self.s.fisher)
             if kind == "si":
                 return imp.si_importance(self.si_path.as_dict(), self.params, self.anchor.as_dict(), self.s.si_xi)
-            if kind == "magnitude":
-                return imp.magnitude_importance(self.params)
             gen = torch.Generator().manual_seed(_derive(self.cfg.seed, task, round_index))
-            return imp.random_importance(self.params, gen)
+            return imp.measure(kind, self.model, data.train, task, size, cap, self.s.fisher, gen)
         finally:
             self.model.train(was_training)
 
