@@ -11,6 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from anpyc_core.config import ConfigError, apply_overrides, validate_config
+from anpyc_core.data import load_raw
 from anpyc_core.feature_classifier import feature_record
 from anpyc_core.generative_trainer import GenerativeTrainer, replay_count
 from sweeper.cli import app
@@ -220,3 +221,23 @@ def test_the_dcgan_version_generates_32x32_colour_images_and_keeps_old_rows(tmp_
     assert all(math.isfinite(v) for v in trainer.result().extra_matrices["fid"][-1])  # 12 test images a task
     with pytest.raises(ConfigError, match="generative.net: conv generates 32x32 images"):
         gan_cfg(**{"generative.net": "conv"})
+
+
+def test_inception_weights_from_a_local_file_give_2048_d_features_and_foreign_files_one_line(tmp_path):
+    from torchvision.models import inception_v3
+
+    from anpyc_core.feature_classifier import FeatureError, feature_net, features_name
+
+    weights = tmp_path / "inception.pt"
+    torch.manual_seed(0)
+    torch.save(inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), weights)
+    cfg = gan_cfg(**{"generative.features": f"inception:{weights}"})
+    record = feature_record(cfg.generative, load_raw("digits"))
+    net = feature_net(record, torch.device("cpu"))
+    with torch.no_grad():
+        feats = net.features(torch.rand(2, 64))
+    assert feats.shape == (2, 2048) and features_name(record).startswith("inception-v3 pool (2048-d)")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"conv.weight": torch.zeros(3)}, foreign)
+    with pytest.raises(FeatureError, match="not torchvision Inception-v3 weights"):
+        feature_net({"inception": str(foreign), "image": [1, 8, 8]}, torch.device("cpu"))
