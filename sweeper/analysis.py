@@ -27,6 +27,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from sweeper import results  # noqa: E402
+from sweeper.cascade import cascade_section  # noqa: E402
 from sweeper.spec import StudySpec  # noqa: E402
 from sweeper.trainable import SNAPSHOT_PREFIX  # noqa: E402
 
@@ -279,6 +280,7 @@ def write_analysis(spec: StudySpec) -> Path:
             f"{r.stored_total:,.0f} | {r.trunk_in_use:,.0f} |"
             for r in last.itertuples()
         ] + [""]
+    lines += cascade_section(spec, done, out)
     if len(lines) == 4:
         raise RuntimeError(
             f"study {spec.name}: no snapshots or boundaries to analyse; run it with snapshots: ends (the default)"
