@@ -109,3 +109,33 @@ def test_which_task_boundaries_keep_a_snapshot(mode, kept):
     from sweeper.trainable import wants_snapshot
 
     assert [t for t in range(1, 6) if wants_snapshot(mode, t, 5)] == kept
+
+
+def test_the_cascade_table_reads_each_round_and_draws_freed_against_nominal(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from sweeper import results
+    from sweeper.cascade import cascade_section, cascade_table
+    from sweeper.storage import StudyStore
+
+    store = StudyStore(str(tmp_path / "study"))
+    rounds = [
+        {"task": 1, "round": k, "percent": 10.0 * k, "freed:trunk.0.weight": f, "zero_omega:trunk.0.weight": z}
+        for k, f, z in ((1, 0.3, 0.25), (2, 0.6, 0.55))
+    ]
+    store.upsert(
+        results.BOUNDARIES,
+        [{"trial_id": "t1", "after_task": 1, "rounds": json.dumps(rounds)}, {"trial_id": "t1", "after_task": 2}],
+        results.BOUNDARY_KEY,
+    )
+    spec = SimpleNamespace(store=store)
+    done = pd.DataFrame({"trial_id": ["t1"], "ablation": ["free"]})
+    table = cascade_table(spec, done)
+    expected = [[1, 10, 30, 25], [2, 20, 60, 55]]
+    np.testing.assert_allclose(table[["round", "percent", "freed", "zero_omega"]].values, expected, rtol=1e-12)
+    lines = cascade_section(spec, done, tmp_path)
+    assert (tmp_path / "cascade.png").stat().st_size > 0
+    assert "| free | trunk.0.weight | 20 | 60.0 ± 0.0 | 55.0 ± 0.0 |" in lines
