@@ -91,7 +91,8 @@ def plot_samples(spec: StudySpec, done: pd.DataFrame, path: Path) -> list[str]:
             panels.append((ablation, plt.imread(local)))
     if not panels:
         return []
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(panels), 2.9), squeeze=False)
+    aspect = max(image.shape[0] / image.shape[1] for _, image in panels)  # grid height over width
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(panels), 2.2 * aspect + 0.7), squeeze=False)
     for ax, (ablation, image) in zip(axes[0], panels, strict=True):
         ax.imshow(image, cmap="gray")
         ax.set_title(ablation, fontsize=9)
