@@ -25,7 +25,6 @@ from torch.nn import functional as F
 from anpyc_core import __version__
 from anpyc_core.config import RunConfig
 from anpyc_core.data import TaskSequence, build_tasks, load_data
-from anpyc_core.data.tasks import Split
 from anpyc_core.feature_classifier import feature_net, features_for, features_name
 from anpyc_core.fid import frechet_distance
 from anpyc_core.metrics import bwt, fingerprint, forgetting, learning_accuracy
@@ -152,14 +151,17 @@ class GenerativeTrainer(CheckpointFiles):
             self._replay = copy.deepcopy(self.model).eval().requires_grad_(False)
         else:
             self._replay = None
-        splits = [task.train for task in self.tasks.tasks] if joint else [self.tasks.tasks[t].train]
+        own = list(range(len(self.tasks))) if joint else [t]
+        splits = [self.tasks.tasks[i].train for i in own]
+        images = torch.cat([s.inputs() for s in splits])  # gathered once per task, not per epoch
+        owners = torch.cat([torch.full((len(s),), i, device=self.device) for i, s in zip(own, splits, strict=True)])
         epoch, last = 0, float("nan")
 
         def fit(epochs: int, patience: int | None = None) -> None:
             nonlocal epoch, last
             stale = Patience(patience)
             for _ in range(epochs):
-                last = self._epoch(t, splits, opt, critic_opt, epoch)
+                last = self._epoch(t, images, owners, opt, critic_opt, epoch)
                 epoch += 1
                 if stale.exhausted(last):
                     self.progress(f"  task {t + 1}: loss has not decreased for {patience} epochs; next phase")
@@ -198,15 +200,11 @@ class GenerativeTrainer(CheckpointFiles):
             return torch.optim.Adam(params, lr=o.lr, betas=(0.5, 0.999))  # the DCGAN setting
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum)
 
-    def _epoch(self, t: int, splits: list[Split], opt, critic_opt, epoch: int) -> float:
-        """One pass over the training images (every task's for joint) in shuffled minibatches; mean loss."""
+    def _epoch(self, t: int, images: torch.Tensor, owners: torch.Tensor, opt, critic_opt, epoch: int) -> float:
+        """One pass over `images` (task ids `owners`; every task's for joint) in shuffled minibatches; mean loss."""
         lr = learning_rate(self.cfg.optim, self.task, epoch, self.initial_phase)
         for group in opt.param_groups:
             group["lr"] = lr
-        images = torch.cat([s.inputs() for s in splits])
-        owners = torch.cat(
-            [torch.full((len(s),), i if len(splits) > 1 else t, device=self.device) for i, s in enumerate(splits)]
-        )
         order = torch.randperm(len(images), generator=self.shuffle, device=self.device)
         bs, total, batches = self.cfg.optim.batch_size, torch.zeros((), device=self.device), 0
         for start in range(0, len(images), bs):
@@ -360,10 +358,6 @@ class GenerativeTrainer(CheckpointFiles):
         save_image(self.sample_grid(per_task), path)
         return path
 
-    def snapshot(self) -> None:
-        """Generative runs keep sample grids instead of Section V snapshots."""
-        return None
-
     # ------------------------------------------------------ checkpoints
     def extra_state(self) -> dict:
         """The FID (and ELBO) matrices beside the accuracy ones."""
@@ -394,6 +388,11 @@ class GenerativeTrainer(CheckpointFiles):
         )
 
 
+def fid_summary(row: list[float], done: int) -> dict[str, float]:
+    """FID of the first five tasks learned and of every task learned, from one row of per-task FIDs."""
+    return {"fid_first5": float(np.mean(row[: min(FID_FIRST, done)])), "fid_mean": float(np.mean(row[:done]))}
+
+
 def generative_metrics(P: list[list[float]], extra: dict, fid_key: str, elbo_key: str | None) -> dict:
     """ACC, BWT, forgetting and LA of the generated-sample accuracy matrix, FID of the first five tasks and
     of all (after the last task), and for the VAE task 1's final ELBO."""
@@ -403,8 +402,7 @@ def generative_metrics(P: list[list[float]], extra: dict, fid_key: str, elbo_key
         "bwt": bwt(P),
         "forgetting": forgetting(P),
         "la": learning_accuracy(P),
-        "fid_first5": float(np.mean(last_fid[:FID_FIRST])),
-        "fid_mean": float(np.mean(last_fid)),
+        **fid_summary(last_fid, len(last_fid)),
     }
     if elbo_key and elbo_key in extra:
         out["elbo_task1"] = float(extra[elbo_key][-1][0])

@@ -61,12 +61,12 @@ def task_metrics(acc: list[list[float]], val: list[list[float]], done: int) -> d
 
 def fid_metrics(extra_rows: dict[str, list[float]], done: int) -> dict[str, float]:
     """FID of the first five and of every task learned so far (generative runs; empty otherwise)."""
+    from anpyc_core.generative_trainer import fid_summary
+
     out = {}
     for prefix, key in (("test", "fid"), ("val", "val_fid")):
-        row = extra_rows.get(key)
-        if row:
-            out[f"{prefix}_fid_first5"] = sum(row[: min(5, done)]) / min(5, done)
-            out[f"{prefix}_fid_mean"] = sum(row[:done]) / done
+        if extra_rows.get(key):
+            out.update({f"{prefix}_{k}": v for k, v in fid_summary(extra_rows[key], done).items()})
     return out
 
 
