@@ -49,6 +49,7 @@ def plot_fid_over_tasks(done: pd.DataFrame, tasks: pd.DataFrame, path: Path) -> 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     test = tasks[
         (tasks["split"] == "test") & (tasks["eval_task"] <= tasks["after_task"]) & (tasks["eval_task"] <= FIRST)
@@ -60,6 +61,7 @@ def plot_fid_over_tasks(done: pd.DataFrame, tasks: pd.DataFrame, path: Path) -> 
         stats = part.groupby("after_task")["fid"].agg(["mean", "std"])
         ax.errorbar(stats.index, stats["mean"], yerr=np.nan_to_num(stats["std"]), marker="o", capsize=3, label=ablation)
     ax.set_xlabel("tasks learned")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"FID of the first {FIRST} tasks learned so far (lower is better)")
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
