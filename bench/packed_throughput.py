@@ -97,7 +97,7 @@ def time_tune(method: str, args) -> float:
     """Wall seconds of a real grid study of --tune-trials trials (one per process) through the sweeper."""
     import ray
 
-    from sweeper.launch import launch, spec_text
+    from sweeper.launch import launch, loopback_only, spec_text
     from sweeper.spec import parse_study
 
     base = base_config(method, args)
@@ -115,6 +115,7 @@ def time_tune(method: str, args) -> float:
             }
         )
         if not ray.is_initialized():
+            loopback_only()
             ray.init(address="local", include_dashboard=False, log_to_driver=False)
         start = time.perf_counter()
         launch(spec, spec_text(spec))

@@ -22,7 +22,7 @@ import pandas as pd
 import ray
 from docs_section import write_section  # noqa: E402
 
-from sweeper.launch import launch, spec_text
+from sweeper.launch import launch, loopback_only, spec_text
 from sweeper.spec import parse_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,7 +133,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "PERFORMANCE.md")
     args = ap.parse_args()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    loopback_only()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as storage:
         wall1, one, peak1 = run(study("one_at_a_time", storage, [100], 1, args.epochs))
         wall8, eight, peak2 = run(study("eight_trials", storage, list(range(8)), 2, args.epochs))

@@ -224,6 +224,26 @@ def check_results_readable(spec: StudySpec) -> None:
             raise StudyError(str(err)) from None
 
 
+def loopback_only() -> None:
+    """Make the next fresh single-machine Ray listen on and advertise 127.0.0.1, never this machine's
+    network address: Ray's own single-node mode (its default on macOS and Windows), set in-process so
+    that a later `ray start` of a real cluster is untouched."""
+    import ray._private.ray_constants as ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def starts_local_ray(address: str | None) -> bool:
+    """Whether `ray.init(address)` starts a fresh single-machine Ray (then it listens on loopback only)."""
+    if address == "local":
+        return True
+    if address is not None:
+        return False
+    from ray._private.services import canonicalize_bootstrap_address  # Ray's own lookup: RAY_ADDRESS, `ray start`
+
+    return canonicalize_bootstrap_address(None) is None
+
+
 def check_address(address: str | None) -> None:
     """A Ray address that nothing answers at is one line at once, not a minute of retries."""
     if not address or address in ("auto", "local"):
@@ -337,6 +357,8 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, 
         quiet_ray_logging()
     if not ray.is_initialized():
         level = logging.INFO if verbose else logging.ERROR  # ray.init sets Ray's logger level itself
+        if starts_local_ray(address):
+            loopback_only()
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=level)
     check_resources(spec)
     if not exists:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import subprocess
 import sys
@@ -53,6 +54,9 @@ def test_default_console_is_a_few_plain_lines(tmp_path):
     assert len(out) == 2 and out[0].startswith("study quiet done:") and out[1].startswith("best configuration")
     for noise in ("Traceback", "WARNING", "INFO", "╭", "tensorboard", "Trial name"):
         assert noise not in proc.stdout + proc.stderr, noise
+    # a fresh local Ray is on loopback only: every trial ran on a node at 127.0.0.1
+    node_ips = {json.loads(line)["node_ip"] for f in (tmp_path / "out").rglob("result.json") for line in f.open()}
+    assert node_ips == {"127.0.0.1"}
 
 
 def test_a_failed_trial_is_one_line_with_its_reason_and_traceback_file(tmp_path):
