@@ -15,6 +15,10 @@ from anpyc_core.trainer import Trainer, TrainingDiverged
 # method settings shared by a pack, and per-member values (member k of 4) that differ inside it
 CASES = {
     "anpyc": ({"method": "anpyc", "beta": 20.0}, {"strategy.lam": [0.5, 1, 2, 4], "strategy.beta": [20, 10, 0, 35]}),
+    "ewc_permuted": (  # one pixel permutation per member and task, gathered for the whole pack at once
+        {"method": "ewc"},
+        {"strategy.lam": [10, 20, 30, 40], "data.scenario": ["permuted"] * 4, "optim.epochs": [6] * 4},
+    ),
     "anpyc_update_momentum": (
         {"method": "anpyc", "consolidation": "update", "beta": 20.0},
         {"optim.momentum": [0, 0.9, 0.5, 0.9], "strategy.lam": [1, 2, 3, 4]},
@@ -111,6 +115,47 @@ def test_pack_of_one_is_the_sequential_run_bit_for_bit(case):
 def test_each_member_of_four_follows_its_sequential_run(case):
     strategy, varied = CASES[case]
     follow([member_config(strategy, varied, k) for k in range(4)], rel=1e-5, acc_points=0.5)
+
+
+def test_the_stacked_penalty_hook_is_each_members_own_hook_bit_for_bit():
+    """λ·Ω, θ* and round masks stacked: one addcmul_ and masked_fill_ per tensor give every member the
+    gradient its own `after_backward` gives (λ = 0, a member in a pruning round and one without)."""
+    strategy, varied = {"method": "anpyc", "beta": 20.0}, {"strategy.lam": [0.0, 1.5, 7.0]}
+    pack = PackedTrainer([member_config(strategy, varied, k) for k in range(3)])
+    assert pack.penalty is not None
+    pack.run_task(0)
+    members, gen = [0, 1, 2], torch.Generator().manual_seed(0)
+    pack._begin_task(1, members)
+    pack._optimizer(1)
+    for m in pack.members:
+        m.strategy.before_task(1)
+    with torch.no_grad():  # move off θ* so the penalty is not zero
+        for s in pack.stack.tensors():
+            s.add_(0.01 * torch.randn(s.shape, generator=gen))
+    one = pack.members[1].strategy
+    one._round_free = {n: torch.rand(p.shape, generator=gen) < 0.3 for n, p in one.params.items()}
+    grads = [torch.randn(s.shape, generator=gen) for s in pack.stack.tensors()]
+
+    def gradients_after(hook) -> list[torch.Tensor]:
+        for s, g in zip(pack.stack.tensors(), grads, strict=True):
+            s.grad = g.clone()
+        hook()
+        return [s.grad.clone() for s in pack.stack.tensors()]
+
+    def own_hooks() -> None:
+        pack._expose_grads(members)
+        for m in pack.members:
+            m.strategy.after_backward(1)
+
+    def stacked() -> None:
+        pack.penalty.refresh()
+        pack.penalty.after_backward()
+
+    expected, got = gradients_after(own_hooks), gradients_after(stacked)
+    assert any(not torch.equal(e, g) for e, g in zip(expected, grads, strict=True)), "the hooks must act"
+    assert all(torch.equal(e, g) for e, g in zip(expected, got, strict=True))
+    si = PackedTrainer([member_config({"method": "si"}, {}, k) for k in range(2)])
+    assert si.penalty is None  # SI's path integral keeps its per-member hook
 
 
 def others_follow_their_sequential_runs(cfgs, pack, outcome, members) -> None:

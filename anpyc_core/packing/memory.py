@@ -4,7 +4,8 @@ An upper estimate from the config alone, in bytes (float32):
 - parameters: weight, gradient and momentum buffer of every trunk and head tensor;
 - consolidation state of the trunk: θ*, Ω^{1:t−1}, the importance Ω^t of a round, the free sets
   (booleans) of the last and the current task, the penalty coefficients of `update`, and SI's
-  path integral with its two step copies;
+  path integral with its two step copies; the pack's stacked copies of λ·Ω, θ* and the round's
+  free set for its one-operation penalty hook (packing/hooks.py);
 - activations of one training step: the input, every layer's output, its ReLU mask and its
   gradient, for one batch;
 - the member's task views: training, validation and test row indices (int64) and, for permuted
@@ -37,6 +38,7 @@ def member_bytes(cfg: RunConfig, input_features: int, samples: int) -> int:
         per_trunk = 3 * FLOAT + 2  # θ*, Ω^{1:t-1}, Ω^t; two boolean free sets
         per_trunk += FLOAT if cfg.strategy.consolidation == "update" else 0
         per_trunk += 3 * FLOAT if cfg.strategy.importance == "si" else 0
+        per_trunk += 0 if cfg.strategy.importance == "si" else 2 * FLOAT + 1  # stacked λ·Ω, θ*, round mask
     consolidation = trunk * per_trunk
     activations = cfg.optim.batch_size * (widths[0] + 3 * sum(cfg.model.hidden) + 2 * head_out) * FLOAT
     per_task_rows = samples if cfg.data.scenario == "permuted" else -(-samples // tasks)

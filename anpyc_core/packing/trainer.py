@@ -23,6 +23,8 @@ from torch.nn import functional as F
 from anpyc_core.config import ConfigError, RunConfig
 from anpyc_core.data import RawDataset, build_tasks, load_data
 from anpyc_core.data.tasks import as_device_tensor
+from anpyc_core.packing.batches import PackBatches
+from anpyc_core.packing.hooks import StackedPenalty
 from anpyc_core.packing.optim import StackedSGD
 from anpyc_core.packing.signature import pack_refusal, pack_signature
 from anpyc_core.packing.stacked import StackedMLP
@@ -94,6 +96,8 @@ class PackedTrainer:
         for member in self.members:  # strategies that cached the parameters now see the views
             if hasattr(member.strategy, "params"):
                 member.strategy.params = member.model.trunk_parameters()
+        #: the regularised penalty and masks for all members at once (None: per-member hooks)
+        self.penalty = StackedPenalty(self.members, self.stack.slot) if StackedPenalty.covers(self.members) else None
         self.diverged: list[str | None] = [None] * len(cfgs)
         self.stopped: list[str | None] = [None] * len(cfgs)  # early-stopped (e.g. by ASHA): frozen
         self.next_task = 0
@@ -197,6 +201,8 @@ class PackedTrainer:
         a member whose loss is not finite stops as diverged."""
         stale = {k: Patience(patience) for k in members}
         waiting = set(members)
+        if self.penalty is not None:
+            self.penalty.refresh()  # this phase's λ·Ω, θ* and round masks
         for _ in range(epochs):
             active = [k for k in members if self.diverged[k] is None and k in waiting]
             if not active:
@@ -222,14 +228,13 @@ class PackedTrainer:
         n, bs = len(splits[0]), self.cfgs[0].optim.batch_size
         orders = [torch.randperm(n, generator=self.shuffle[k], device=self.device) for k in active]
         gens = [self.dropout_gen[k] for k in active]
-        backward_hooks = [m for m in members if _overrides(m.strategy, "after_backward")]
+        backward_hooks = [] if self.penalty else [m for m in members if _overrides(m.strategy, "after_backward")]
         step_hooks = [(m, lr) for m, lr in zip(members, lrs, strict=True) if _overrides(m.strategy, "after_step")]
         total = torch.zeros(len(active), device=self.device)
         num_batches = -(-n // bs)
+        batches = PackBatches(splits, orders)
         for start in range(0, n, bs):
-            pairs = [split.batch(order[start : start + bs]) for split, order in zip(splits, orders, strict=True)]
-            x = torch.stack([p[0] for p in pairs])
-            y = torch.stack([p[1] for p in pairs])
+            x, y = batches.batch(start, bs)
             logits = self.stack.forward(x, t, index, gens)
             if len(active) == 1:
                 per_member = F.cross_entropy(logits[0], y[0]).unsqueeze(0)
@@ -238,6 +243,8 @@ class PackedTrainer:
                 per_member = ce.view(len(active), -1).mean(dim=1)
             opt.zero_grad()
             per_member.sum().backward()
+            if self.penalty is not None:
+                self.penalty.after_backward()
             if backward_hooks:
                 self._expose_grads(active)
                 for m in backward_hooks:
