@@ -67,6 +67,7 @@ PAPER_CLAIMS = {
     "fig7_ablation_width_tuned": "full ANPyC stays above its ablations at every width (Fig. 7).",
     "fig3_cnn_sequence": "Fig. 3 is a figure on the five-dataset VGG-9 sequence; SPEC §7 gives no numbers for it, "
     "so only the ordering of methods can be compared.",
+    "fig3_cnn_sequence_lambda": "λ is chosen per method on validation (the paper does not say how it chose λ).",
     "fig8b_lambda_cnn": "best λ ≈ 4, stable for λ ∈ [0.5, 4] (SPEC §7; Fig. 8b, VGG-9 sequence, β = 5).",
     "fig8c_beta_cnn": "best β ≈ 10–15 % (SPEC §7; Fig. 8c, VGG-9 sequence, λ = 1).",
 }
@@ -87,6 +88,7 @@ TITLES = {
     "fig8c_beta": "Fig. 8c: sensitivity to β",
     "section5_analyses": "Section V analyses: Figs. 9, 10 and 7a",
     "fig3_cnn_sequence": "Fig. 3: every method on the CNN sequence (reduced: LeNet, split Fashion-MNIST)",
+    "fig3_cnn_sequence_lambda": "Fig. 3's λ choice (validation only; reduced: LeNet, split Fashion-MNIST, 2 seeds)",
     "fig8b_lambda_cnn": "Fig. 8b on the CNN sequence: sensitivity to λ (reduced)",
     "fig8c_beta_cnn": "Fig. 8c on the CNN sequence: sensitivity to β (reduced)",
 }
@@ -261,7 +263,7 @@ def study_section(name: str, storage: str) -> list[str] | None:
         return None
     done = frame[frame["status"] == "FINISHED"].copy()
     lines = [f"## {TITLES.get(name, name)}", ""]
-    if name.endswith("_cnn") or name == "fig3_cnn_sequence":
+    if name.endswith("_cnn") or name.startswith("fig3_cnn_sequence"):
         lines += [
             f"Commands: `anpyc-sweep launch studies/{name}.yaml {CNN_REDUCED} --storage {storage}`, "
             f"`anpyc-sweep report studies/{name}.yaml --storage {storage}`; then "
