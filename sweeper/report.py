@@ -95,7 +95,7 @@ def _finish(fig, ax, column: str, metric: str, title: str, path: Path) -> None:
     ax.set_ylabel(f"{metric} ({'%' if metric.endswith('acc') else 'points'})")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(title="ablation", fontsize=8)
+    ax.legend(title="ablation", fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")  # never over the data
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
