@@ -158,6 +158,23 @@ def test_the_stacked_penalty_hook_is_each_members_own_hook_bit_for_bit():
     assert si.penalty is None  # SI's path integral keeps its per-member hook
 
 
+def test_vectorised_steps_change_no_number():
+    """Stacked hooks and pack-wide minibatch gathers against member-by-member ones: the same run, bit for bit
+    (permuted tasks with pruning rounds, so every gather, penalty and mask path is taken)."""
+    strategy = {"method": "anpyc", "beta": 20.0}
+    varied = {"strategy.lam": [0.5, 2, 4], "data.scenario": ["permuted"] * 3, "strategy.beta": [20, 0, 35]}
+    runs = []
+    for vectorised in (True, False):
+        pack = PackedTrainer([member_config(strategy, varied, k) for k in range(3)], vectorised=vectorised)
+        for _ in pack.run():
+            pass
+        runs.append(pack)
+    assert runs[0].penalty is not None and runs[1].penalty is None
+    for fast, slow in zip(runs[0].members, runs[1].members, strict=True):
+        assert fast.acc_matrix == slow.acc_matrix
+        assert_close(state_of(slow), state_of(fast), 0.0)
+
+
 def others_follow_their_sequential_runs(cfgs, pack, outcome, members) -> None:
     """Each of `members` ended as its sequential run does (accuracies, parameters, Ω)."""
     for k in members:

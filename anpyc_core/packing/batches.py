@@ -17,10 +17,10 @@ from anpyc_core.data.tasks import Split
 class PackBatches:
     """One epoch's minibatches of the active members, `[A, B, features]` inputs and `[A, B]` labels."""
 
-    def __init__(self, splits: list[Split], orders: list[torch.Tensor]) -> None:
+    def __init__(self, splits: list[Split], orders: list[torch.Tensor], stacked: bool = True) -> None:
         self.splits, self.orders = splits, orders
         first = splits[0]
-        self.stacked = all(
+        self.stacked = stacked and all(
             s.images is first.images
             and s.reshape is None
             and s.flips is None

@@ -66,7 +66,10 @@ class PackedTrainer:
         progress: Progress | None = None,
         raw: RawDataset | dict[str, RawDataset] | None = None,
         joint_references: list[dict | None] | None = None,
+        vectorised: bool = True,
     ) -> None:
+        """`vectorised=False` runs the per-step hooks and minibatch gathers member by member (the same
+        numbers, slower; bench/packed_steps.py measures the difference)."""
         if not cfgs:
             raise ConfigError("pack: needs at least one run config")
         for cfg in cfgs:
@@ -97,7 +100,9 @@ class PackedTrainer:
             if hasattr(member.strategy, "params"):
                 member.strategy.params = member.model.trunk_parameters()
         #: the regularised penalty and masks for all members at once (None: per-member hooks)
-        self.penalty = StackedPenalty(self.members, self.stack.slot) if StackedPenalty.covers(self.members) else None
+        self.vectorised = vectorised
+        stacked = vectorised and StackedPenalty.covers(self.members)
+        self.penalty = StackedPenalty(self.members, self.stack.slot) if stacked else None
         self.diverged: list[str | None] = [None] * len(cfgs)
         self.stopped: list[str | None] = [None] * len(cfgs)  # early-stopped (e.g. by ASHA): frozen
         self.next_task = 0
@@ -232,7 +237,7 @@ class PackedTrainer:
         step_hooks = [(m, lr) for m, lr in zip(members, lrs, strict=True) if _overrides(m.strategy, "after_step")]
         total = torch.zeros(len(active), device=self.device)
         num_batches = -(-n // bs)
-        batches = PackBatches(splits, orders)
+        batches = PackBatches(splits, orders, stacked=self.vectorised)
         for start in range(0, n, bs):
             x, y = batches.batch(start, bs)
             logits = self.stack.forward(x, t, index, gens)
