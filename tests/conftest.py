@@ -7,6 +7,40 @@ import pytest
 from anpyc_core.config import apply_overrides, validate_config
 from anpyc_core.data import build_tasks, load_raw
 
+# The suite runs on two pytest-xdist workers (`make test`). Tests that start Ray — a local instance,
+# an `anpyc-sweep launch` subprocess, or the loopback cluster's nodes — run one after another on one
+# worker per group, so at most one Ray study and one loopback cluster run at a time; everything else
+# spreads over both workers. A new module that starts Ray belongs in one of these sets.
+LOOPBACK_MODULES = {"test_cluster_flow", "test_killed_worker"}
+RAY_MODULES = {
+    "test_bad_input_runtime",
+    "test_cli_study_commands",
+    "test_concurrent_studies",
+    "test_packed_optuna_asha",
+    "test_packed_study",
+    "test_quiet_console",
+    "test_resume_killed_driver",
+    "test_s3_storage",
+    "test_sigint",
+    "test_storage_credentials",
+    "test_study_lock",
+    "test_study_spec",
+    "test_sweeper_e2e",
+    "test_tracking_outage",
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Put every Ray-starting test into its xdist group (see LOOPBACK_MODULES and RAY_MODULES)."""
+    for item in items:
+        module = item.path.stem
+        if module in LOOPBACK_MODULES:
+            item.add_marker(pytest.mark.xdist_group("loopback"))
+        elif module in RAY_MODULES or "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
 TINY = {
     "seed": 3,
     "device": "cpu",
@@ -24,6 +58,9 @@ def ray_session():
 
     if not ray.is_initialized():
         # address="local": always a fresh instance, never a cluster some other test started
+        from sweeper.launch import loopback_only
+
+        loopback_only()  # on 127.0.0.1, as every local study
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
 
