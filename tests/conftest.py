@@ -2,43 +2,31 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from anpyc_core.config import apply_overrides, validate_config
 from anpyc_core.data import build_tasks, load_raw
 
-# The suite runs on two pytest-xdist workers (`make test`). Tests that start Ray — a local instance,
-# an `anpyc-sweep launch` subprocess, or the loopback cluster's nodes — run one after another on one
-# worker per group, so at most one Ray study and one loopback cluster run at a time; everything else
-# spreads over both workers. A new module that starts Ray belongs in one of these sets.
+# The suite runs on two pytest-xdist workers (`make test`), one test file at a time per worker, so a
+# module's fixtures (a study, a cluster) are built once. The loopback cluster's files share one unit: at
+# most one set of loopback nodes runs at a time. (pytest-xdist 3.8's `loadgroup` does not group under
+# pytest 9, whose node ids it can no longer suffix; this scheduler groups by file name instead.)
 LOOPBACK_MODULES = {"test_cluster_flow", "test_killed_worker"}
-RAY_MODULES = {
-    "test_bad_input_runtime",
-    "test_cli_study_commands",
-    "test_concurrent_studies",
-    "test_packed_optuna_asha",
-    "test_packed_study",
-    "test_quiet_console",
-    "test_resume_killed_driver",
-    "test_s3_storage",
-    "test_sigint",
-    "test_storage_credentials",
-    "test_study_lock",
-    "test_study_spec",
-    "test_sweeper_e2e",
-    "test_tracking_outage",
-}
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Put every Ray-starting test into its xdist group (see LOOPBACK_MODULES and RAY_MODULES)."""
-    for item in items:
-        module = item.path.stem
-        if module in LOOPBACK_MODULES:
-            item.add_marker(pytest.mark.xdist_group("loopback"))
-        elif module in RAY_MODULES or "ray_session" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("ray"))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Load scheduling by test file, with every loopback-cluster file in one unit."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "loopback" if Path(path).stem in LOOPBACK_MODULES else path
+
+    return ByFile(config, log)
 
 
 TINY = {
