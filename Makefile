@@ -25,7 +25,7 @@ lint: setup
 	$(BIN)/ruff check .
 
 test: setup lint
-	$(BIN)/pytest -q -n 2 --durations=15 tests
+	$(BIN)/pytest -q --durations=15 tests
 
 cluster-e2e: setup  # ray up -> job submit -> queries from outside -> ray down, on loopback (root, sshd)
 	$(BIN)/pytest -q -s tests/cluster

@@ -2,32 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from anpyc_core.config import apply_overrides, validate_config
 from anpyc_core.data import build_tasks, load_raw
-
-# The suite runs on two pytest-xdist workers (`make test`), one test file at a time per worker, so a
-# module's fixtures (a study, a cluster) are built once. The loopback cluster's files share one unit: at
-# most one set of loopback nodes runs at a time. (pytest-xdist 3.8's `loadgroup` does not group under
-# pytest 9, whose node ids it can no longer suffix; this scheduler groups by file name instead.)
-LOOPBACK_MODULES = {"test_cluster_flow", "test_killed_worker"}
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config, log):
-    """Load scheduling by test file, with every loopback-cluster file in one unit."""
-    from xdist.scheduler import LoadScopeScheduling
-
-    class ByFile(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            return "loopback" if Path(path).stem in LOOPBACK_MODULES else path
-
-    return ByFile(config, log)
-
 
 TINY = {
     "seed": 3,
