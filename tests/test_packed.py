@@ -162,8 +162,12 @@ def test_vectorised_steps_change_no_number():
     """Stacked hooks and pack-wide minibatch gathers against member-by-member ones: the same run, bit for bit
     (permuted tasks with pruning rounds, so every gather, penalty and mask path is taken)."""
     strategy = {"method": "anpyc", "beta": 20.0}
-    varied = {"strategy.lam": [0.5, 2, 4], "strategy.beta": [20, 0, 35], "data.scenario": ["permuted"] * 3}
-    varied["data.num_tasks"] = [2] * 3
+    varied = {
+        "strategy.lam": [0.5, 2, 4],
+        "strategy.beta": [20, 0, 35],
+        "data.scenario": ["permuted"] * 3,
+        "data.num_tasks": [2] * 3,
+    }
     runs = []
     for vectorised in (True, False):
         pack = PackedTrainer([member_config(strategy, varied, k) for k in range(3)], vectorised=vectorised)

@@ -42,16 +42,12 @@ class StackedPenalty:
 
     def refresh(self) -> None:
         """Stack the members' current λ·Ω, θ* and round masks (call after `before_task` and `begin_round`)."""
-        consolidating = [s._consolidating and s.s.consolidation == "penalty" for s in self.strategies]
+        scales = [s.penalty_scale() for s in self.strategies]
         self.coef, self.anchor = None, []
-        if any(consolidating):
+        if any(scales):
             self.coef = []
             for stack, names in self.names:
-                lam2 = torch.tensor(
-                    [2 * s.s.lam if on else 0.0 for s, on in zip(self.strategies, consolidating, strict=True)],
-                    dtype=stack.dtype,
-                    device=stack.device,
-                ).view(-1, *(1,) * (stack.dim() - 1))
+                lam2 = torch.tensor(scales, dtype=stack.dtype, device=stack.device).view(-1, *(1,) * (stack.dim() - 1))
                 omega = torch.stack([s.omega[n] for s, n in zip(self.strategies, names, strict=True)])
                 self.coef.append(omega * lam2)
                 self.anchor.append(torch.stack([s.anchor[n] for s, n in zip(self.strategies, names, strict=True)]))

@@ -37,8 +37,8 @@ def member_bytes(cfg: RunConfig, input_features: int, samples: int) -> int:
     if cfg.strategy.regularised:
         per_trunk = 3 * FLOAT + 2  # θ*, Ω^{1:t-1}, Ω^t; two boolean free sets
         per_trunk += FLOAT if cfg.strategy.consolidation == "update" else 0
-        per_trunk += 3 * FLOAT if cfg.strategy.importance == "si" else 0
-        per_trunk += 0 if cfg.strategy.importance == "si" else 2 * FLOAT + 1  # stacked λ·Ω, θ*, round mask
+        # SI: its path integral and two step copies; otherwise the pack's stacked λ·Ω, θ* and round mask
+        per_trunk += 3 * FLOAT if cfg.strategy.importance == "si" else 2 * FLOAT + 1
     consolidation = trunk * per_trunk
     activations = cfg.optim.batch_size * (widths[0] + 3 * sum(cfg.model.hidden) + 2 * head_out) * FLOAT
     per_task_rows = samples if cfg.data.scenario == "permuted" else -(-samples // tasks)

@@ -64,12 +64,17 @@ class Regularised(Strategy):
         if self.uses_si:
             self._si_grad = {n: p.grad.detach().clone() for n, p in self.params.items()}
             self._si_prev = {n: p.detach().clone() for n, p in self.params.items()}
-        if self._consolidating and self.s.consolidation == "penalty":
+        scale = self.penalty_scale()
+        if scale:
             for name, p in self.params.items():  # d/dθ λΣΩ(θ-θ*)² = 2λΩ(θ-θ*)
-                p.grad.addcmul_(self.omega[name], p.detach() - self.anchor[name], value=2 * self.s.lam)
+                p.grad.addcmul_(self.omega[name], p.detach() - self.anchor[name], value=scale)
         if self._round_free is not None:
             for name, p in self.params.items():
                 p.grad.masked_fill_(self._round_free[name], 0.0)
+
+    def penalty_scale(self) -> float:
+        """2λ while the quadratic penalty acts (a later task under `consolidation: penalty`), else 0."""
+        return 2 * self.s.lam if self._consolidating and self.s.consolidation == "penalty" else 0.0
 
     @torch.no_grad()
     def after_step(self, task: int, lr: float) -> None:
