@@ -187,18 +187,26 @@ def train(
     typer.echo(f"wrote {out / 'result.json'}")
 
 
-def tracking_error(err: BaseException) -> str | None:
-    """The first line of an MLflow error anywhere in `err`'s chain (Tune wraps callback errors), else None."""
-    from mlflow.exceptions import MlflowException
-
+def in_chain(err: BaseException | None, kind: type) -> BaseException | None:
+    """The first exception of type `kind` in `err`'s chain (Tune wraps a callback's errors), else None."""
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
-        if isinstance(err, MlflowException):
-            text = str(err).strip().splitlines()
-            return (text[0] if text else type(err).__name__)[:300]
+        if isinstance(err, kind):
+            return err
         err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
     return None
+
+
+def tracking_error(err: BaseException) -> str | None:
+    """The first line of an MLflow error anywhere in `err`'s chain, else None."""
+    from mlflow.exceptions import MlflowException
+
+    found = in_chain(err, MlflowException)
+    if found is None:
+        return None
+    text = str(found).strip().splitlines()
+    return (text[0] if text else type(found).__name__)[:300]
 
 
 def _study(path: Path, storage: str | None = None, tracking_uri: str | None = None, **runtime):
@@ -400,6 +408,12 @@ def launch(
             )
         if isinstance(err, StudyError):
             fail(str(err), err.code)
+        from sweeper.storage import StorageError
+
+        full = in_chain(err, StorageError)
+        if full is not None:  # a storage that filled up or became unwritable mid-study
+            again = f"anpyc-sweep launch {study} --resume"
+            fail(f"{full}; the study stopped; once the storage is fixed, continue with: {again}", 1)
         if isinstance(err, ConnectionError):  # --address given (or a stale `ray start` marker), no cluster
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             fail(f"cannot connect to Ray ({first}); use --address local for a fresh local Ray", 1)
@@ -444,6 +458,35 @@ def status(
         fail(str(err), 2)
     except RuntimeError as err:  # unreadable storage or results file
         fail(str(err), 1)
+
+
+@app.command()
+def compact(
+    study: Path = typer.Argument(..., help="Study YAML."),
+    storage: str = typer.Option(None, "--storage"),
+    tracking_uri: str = typer.Option(None, "--tracking-uri"),
+) -> None:
+    """Fold a study's result fragments into trials.parquet, tasks.parquet and boundaries.parquet
+    (every launch does this when it ends; refused while a launch of the study runs)."""
+    from sweeper import results
+    from sweeper.storage import StorageError
+    from sweeper.study_lock import StudyBusy, StudyLock
+
+    spec = _study(study, storage, tracking_uri)
+    try:
+        if not spec.store.exists("study.yaml"):
+            fail(f"no study {spec.name} in {spec.tune_storage}; launch it first", 2)
+        with StudyLock(spec):
+            done = results.compact(spec.store)
+    except StudyBusy as err:
+        fail(f"compact: {err}", 1)
+    except StorageError as err:
+        fail(str(err), 1)
+    for c in done:
+        typer.echo(f"{c.table}.parquet: {c.rows} rows ({c.merged} fragments merged)")
+    torn = [path for c in done for path in c.torn]
+    if torn:
+        fail(f"{len(torn)} unreadable fragment(s) left in place: {', '.join(torn)}", 1)
 
 
 @app.command()
@@ -534,15 +577,15 @@ def rerun(
         fail(str(err), 2)
     except RuntimeError as err:
         fail(str(err), 1)
+    from sweeper.query import rerun_verdict
+
     typer.echo(f"{'metric':<18}{'recorded':>12}{'rerun':>12}")
-    same = True
     for key in sorted(set(recorded) | set(new)):
         a, b = recorded.get(key), new.get(key)
-        same &= a is None or b is None or abs(a - b) < 1e-9
         fa = f"{a:12.4f}" if a is not None else f"{'-':>12}"
         fb = f"{b:12.4f}" if b is not None else f"{'-':>12}"
         typer.echo(f"{key:<18}{fa}{fb}")
-    typer.echo("identical" if same else "DIFFERENT (expected if --set changed the config, or across devices)")
+    typer.echo(rerun_verdict(recorded, new))
 
 
 def _rerun_best(study: Path, ablations: list[str], seeds: list[int], out: Path | None, storage, tracking_uri) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import statistics
 import sys
 import time
 from typing import Any
@@ -24,6 +23,7 @@ from sweeper.tracking import error_reason, members_of
 
 #: Loggers whose INFO/WARNING lines (tensorboard hints, snapshot warnings, trial tracebacks) the quiet console hides.
 QUIET_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.air")
+BEST_EVERY_S = 1.0  # the status line's best mean is recomputed at most this often
 
 
 def quiet_ray_logging() -> None:
@@ -50,7 +50,9 @@ class ProgressLine(Callback):
         self.start = time.monotonic()
         self.running: set[str] = set()
         self.finished: dict[str, float | None] = {}  # trial id -> first objective (None: no value)
-        self.configs: dict[str, str] = {}
+        self.groups: dict[str, list[float]] = {}  # configuration -> [sum, n] of its finished objectives
+        self._best: tuple[float, int] | None = None
+        self._best_at = -1.0
         self.diverged = self.failed = 0
         self.metric = spec.objectives[0].metric
         self.maximise = spec.objectives[0].mode == "max"
@@ -59,9 +61,9 @@ class ProgressLine(Callback):
             for row in prior.to_dict("records"):
                 value = row.get(self.metric)
                 ok = row.get("status") == "FINISHED" and isinstance(value, int | float)
-                self.finished[row["trial_id"]] = float(value) if ok else None
                 point = {k: row.get(f"cfg.{k}") for k in spec.search}
-                self.configs[row["trial_id"]] = json.dumps([row.get("ablation"), point], default=str)
+                config = json.dumps([row.get("ablation"), point], default=str)
+                self._finish(row["trial_id"], float(value) if ok else None, config)
                 self.diverged += row.get("status") == "DIVERGED"
                 self.failed += row.get("status") == "ERROR"
 
@@ -85,11 +87,11 @@ class ProgressLine(Callback):
             self.running.discard(one.trial_id)
             if "diverged" in result:
                 self.diverged += 1
-                self.finished[one.trial_id] = None
+                self._finish(one.trial_id, None, None)
                 continue
             value = result.get(self.metric)
-            self.finished[one.trial_id] = float(value) if isinstance(value, int | float) else None
-            self.configs[one.trial_id] = json.dumps([one.config.get("ablation"), one.config.get("point")], default=str)
+            config = json.dumps([one.config.get("ablation"), one.config.get("point")], default=str)
+            self._finish(one.trial_id, float(value) if isinstance(value, int | float) else None, config)
         self._show(force=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
@@ -97,7 +99,7 @@ class ProgressLine(Callback):
         members = members_of(trial, trial.last_result or {})
         for one in members:
             self.running.discard(one.trial_id)
-            self.finished[one.trial_id] = None
+            self._finish(one.trial_id, None, None)
         self.failed += len(members)
         where = getattr(trial, "error_file", None) or getattr(trial, "local_path", None) or "the study folder"
         if "pack" in trial.config:
@@ -132,16 +134,26 @@ class ProgressLine(Callback):
             parts.append(f"ETA {int(eta) // 60}:{int(eta) % 60:02d}")
         return " · ".join(parts)
 
+    def _finish(self, tid: str, value: float | None, config: str | None) -> None:
+        """Count a finished trial once; its objective joins its configuration's running sum once (a trial
+        that failed in an earlier launch and finishes after `--resume` counts with its value)."""
+        if self.finished.get(tid) is not None:
+            return
+        self.finished[tid] = value
+        if value is not None and value == value and config is not None:
+            group = self.groups.setdefault(config, [0.0, 0])
+            group[0] += value
+            group[1] += 1
+
     def best_mean(self) -> tuple[float, int] | None:
-        """The best configuration's mean over its finished seeds so far, and n."""
-        groups: dict[str, list[float]] = {}
-        for tid, value in self.finished.items():
-            if value is not None and value == value and tid in self.configs:
-                groups.setdefault(self.configs[tid], []).append(value)
-        if not groups:
-            return None
-        means = [(statistics.fmean(v), len(v)) for v in groups.values()]
-        return max(means) if self.maximise else min(means)
+        """The best configuration's mean over its finished seeds so far, and n (recomputed at most once a
+        second: a status line must not cost more per trial as the study grows)."""
+        now = time.monotonic()
+        if now - self._best_at >= BEST_EVERY_S:
+            means = [(total / n, n) for total, n in self.groups.values()]
+            pick = max if self.maximise else min
+            self._best, self._best_at = (pick(means) if means else None), now
+        return self._best
 
     def _show(self, force: bool = False) -> None:
         line = self.status()

@@ -424,7 +424,17 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, 
         fixed = reconcile(spec, spec_yaml, grid)
         if fixed:
             print(f"recorded the end of {fixed} trial(s) that the study's record had missed", flush=True)
+    compact_results(spec)  # finished or interrupted: the tables become single files again
     return grid
+
+
+def compact_results(spec: StudySpec) -> list[results.Compaction]:
+    """Fold the study's result fragments into trials/tasks/boundaries.parquet (the launch lock is held)."""
+    try:
+        done = results.compact(spec.store)
+    except StorageError as err:
+        raise StudyError(str(err)) from None
+    return done
 
 
 def shape_configs(spec: StudySpec) -> list[dict]:

@@ -179,6 +179,28 @@ def study_status(spec: StudySpec) -> dict:
     }
 
 
+#: metrics whose relative difference stays below this differ by floating-point rounding only: a rerun on
+#: other kernels (another CPU, a pack member rerun alone) sums in another order; any change to the config
+#: (one test sample classified otherwise moves an accuracy by >= 0.1 points, i.e. >= 1e-3 relative) is larger
+ROUNDING_REL = 1e-6
+
+
+def rerun_verdict(recorded: dict[str, float], new: dict[str, float]) -> str:
+    """'identical' when every metric both runs have is equal to the last bit; 'equal to rounding (max rel …)'
+    when they differ by rounding only; 'DIFFERENT (max rel …)' otherwise."""
+    worst = 0.0
+    for key in set(recorded) & set(new):
+        a, b = float(recorded[key]), float(new[key])
+        if a == b or (a != a and b != b):
+            continue
+        worst = max(worst, abs(a - b) / max(abs(a), abs(b), 1e-12) if a == a and b == b else float("inf"))
+    if worst == 0.0:
+        return "identical"
+    if worst <= ROUNDING_REL:
+        return f"equal to rounding (max rel {worst:.1e})"
+    return f"DIFFERENT (max rel {worst:.1e}; expected if --set changed the config)"
+
+
 def rerun(run_id: str, tracking_uri: str, overrides: list[str]) -> tuple[dict, dict, dict]:
     """Run a tracked trial's exact config locally; returns (config, recorded metrics, new metrics)."""
     client = read_client(tracking_uri, f"run {run_id}: not found")

@@ -1,8 +1,11 @@
-"""Parquet results of a study: `trials.parquet` (one row per trial), `tasks.parquet` (long form) and
-`boundaries.parquet` (one row per task boundary), in the study's storage (`sweeper.storage`).
+"""Parquet results of a study: `trials` (one row per trial), `tasks` (long form) and `boundaries`
+(one row per task boundary), in the study's storage (`sweeper.storage`).
 
-Every write is an atomic upsert on the table's key, so a crash never leaves a torn file and a
-replayed event never duplicates a row.
+Each event (a task report, its boundary row, a trial's final row) is one fragment file named by its
+key (`sweeper.fragments`): a write never reads a table, a replayed event rewrites its own file, and
+`compact` folds the fragments into `trials.parquet`, `tasks.parquet` and `boundaries.parquet`.
+
+May import: `sweeper.fragments`, `sweeper.storage`, pandas.
 """
 
 from __future__ import annotations
@@ -12,12 +15,25 @@ from typing import Any
 
 import pandas as pd
 
+from sweeper import fragments
+from sweeper.fragments import Compaction, Table
 from sweeper.storage import StudyStore
 
-TRIAL_KEY = ["trial_id"]
-TASK_KEY = ["trial_id", "after_task", "eval_task", "split"]
-BOUNDARY_KEY = ["trial_id", "after_task"]
-TRIALS, TASKS, BOUNDARIES = "trials.parquet", "tasks.parquet", "boundaries.parquet"
+TRIAL_KEY = ("trial_id",)
+TASK_KEY = ("trial_id", "after_task", "eval_task", "split")
+BOUNDARY_KEY = ("trial_id", "after_task")
+
+
+def _per_task(row: dict[str, Any]) -> str:
+    return f"{row['trial_id']}/task_{int(row['after_task']):04d}"
+
+
+TRIALS_TABLE = Table("trials", TRIAL_KEY, lambda row: str(row["trial_id"]))
+TASKS_TABLE = Table("tasks", TASK_KEY, _per_task)
+BOUNDARIES_TABLE = Table("boundaries", BOUNDARY_KEY, _per_task)
+TABLES = (TRIALS_TABLE, TASKS_TABLE, BOUNDARIES_TABLE)
+#: the compacted files (the whole tables after `compact`; the only files of studies from before fragments)
+TRIALS, TASKS, BOUNDARIES = (t.compacted for t in TABLES)
 BOUNDARY_COLUMNS = (
     "model_params",
     "state_values",
@@ -74,19 +90,35 @@ def boundary_row(trial_id: str, after_task: int, result: dict[str, Any]) -> dict
     return row
 
 
+def write_trial(store: StudyStore, row: dict[str, Any]) -> None:
+    """A trial's final row (its own fragment; a replay rewrites it)."""
+    fragments.append(store, TRIALS_TABLE, [row])
+
+
+def write_task(store: StudyStore, rows: list[dict[str, Any]], boundary: dict[str, Any]) -> None:
+    """One task report: its long-form accuracy rows and its boundary row (a fragment each)."""
+    fragments.append(store, TASKS_TABLE, rows)
+    fragments.append(store, BOUNDARIES_TABLE, [boundary])
+
+
 def read_trials(store: StudyStore) -> pd.DataFrame:
-    """trials.parquet of a study (empty frame if none yet)."""
-    return store.read_table(TRIALS)
+    """The trials table of a study (empty frame if none yet); torn fragments are reported and skipped."""
+    return fragments.read(store, TRIALS_TABLE)[0]
 
 
 def read_tasks(store: StudyStore) -> pd.DataFrame:
-    """tasks.parquet of a study (empty frame if none yet)."""
-    return store.read_table(TASKS)
+    """The tasks table of a study (empty frame if none yet)."""
+    return fragments.read(store, TASKS_TABLE)[0]
 
 
 def read_boundaries(store: StudyStore) -> pd.DataFrame:
-    """boundaries.parquet of a study (empty frame if none yet)."""
-    return store.read_table(BOUNDARIES)
+    """The boundaries table of a study (empty frame if none yet)."""
+    return fragments.read(store, BOUNDARIES_TABLE)[0]
+
+
+def compact(store: StudyStore) -> list[Compaction]:
+    """Fold every table's fragments into its compacted file (the caller holds the study's launch lock)."""
+    return [fragments.compact(store, table) for table in TABLES]
 
 
 def acc_over_tasks(tasks: pd.DataFrame, split: str = "test") -> pd.DataFrame:

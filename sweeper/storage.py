@@ -14,7 +14,6 @@ import re
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -75,7 +74,9 @@ class StudyStore:
         return self.read_bytes(name).decode()
 
     def write_bytes(self, name: str, data: bytes) -> None:
-        """Write `name` atomically: readers see the old or the new content, never a torn file."""
+        """Write `name` atomically: readers see the old or the new content, never a torn file.
+
+        A full or unwritable storage raises StorageError naming the file."""
         target = self.path(name)
         try:
             if self.remote:  # one PUT: object stores never expose a partial object
@@ -94,6 +95,32 @@ class StudyStore:
                     self.fs.delete_file(tmp)
         except (OSError, pa.ArrowException) as err:
             raise StorageError(f"{self.uri(name)}: cannot write ({one_line(err)})") from None
+
+    def list_files(self, folder: str) -> list[str]:
+        """Every file under `folder` (recursively), as names relative to the study folder; [] if none.
+
+        Temporary files of atomic writes in progress (`.name-xxxx`) are left out."""
+        selector = pafs.FileSelector(self.path(folder), recursive=True, allow_not_found=True)
+        self._check_bucket()
+        try:
+            infos = self.fs.get_file_info(selector)
+        except (OSError, pa.ArrowException) as err:
+            raise StorageError(f"{self.uri(folder)}: cannot list ({one_line(err)})") from None
+        prefix = f"{self.root}/"
+        return [
+            info.path.removeprefix(prefix)
+            for info in infos
+            if info.type == pafs.FileType.File and not info.base_name.startswith(".")
+        ]
+
+    def delete(self, name: str) -> None:
+        """Remove the file `name` (nothing if it is already gone)."""
+        try:
+            self.fs.delete_file(self.path(name))
+        except FileNotFoundError:
+            return
+        except (OSError, pa.ArrowException) as err:
+            raise StorageError(f"{self.uri(name)}: cannot delete ({one_line(err)})") from None
 
     def write_text(self, name: str, text: str) -> None:
         """Write text to `name` atomically."""
@@ -142,16 +169,6 @@ class StudyStore:
         sink = io.BytesIO()
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink)
         self.write_bytes(name, sink.getvalue())
-
-    def upsert(self, name: str, rows: list[dict[str, Any]], key: list[str]) -> pd.DataFrame:
-        """Insert or replace `rows` (matched on `key`) in table `name`; a replay never duplicates a row."""
-        new = pd.DataFrame(rows)
-        old = self.read_table(name)
-        merged = new if old.empty else pd.concat([old, new], ignore_index=True)
-        merged = merged.drop_duplicates(subset=key, keep="last").sort_values(key, kind="stable")
-        merged = merged.reset_index(drop=True)
-        self.write_table(name, merged)
-        return merged
 
     # ---------------------------------------------------------------- helpers
     def _info(self, name: str) -> pafs.FileInfo:

@@ -153,6 +153,20 @@ def artifact_location(spec: StudySpec) -> str | None:
     return (spec.study_dir / "mlartifacts").as_uri()
 
 
+def existing_trial_runs(client: MlflowClient, exp_id: str, study: str) -> dict:
+    """Every trial run the study already has, by trial id (one paged search when the driver starts, so a
+    trial's first event never searches the experiment: that search grows with the study)."""
+    flt = f"tags.{TAG_STUDY} = '{study}' and tags.{TAG_ROLE} = 'trial'"
+    found, token = {}, None
+    while True:
+        page = client.search_runs([exp_id], filter_string=flt, max_results=1000, page_token=token)
+        for run in page:
+            found.setdefault(run.data.tags.get(TAG_TRIAL), run)
+        token = page.token
+        if not token:
+            return found
+
+
 def find_run(client: MlflowClient, exp_id: str, **tags: str):
     """The single run carrying all `tags`, or None."""
     flt = " and ".join(f"tags.{k} = '{v}'" for k, v in tags.items())
@@ -197,6 +211,8 @@ class StudyRecorder(Callback):
         self.logged_steps: dict[str, set[int]] = {}
         self.resumed: dict[str, int] = {}
         self.nodes: dict[str, str] = {}
+        self.open_runs: set[str] = set()  # trial runs this driver marked RUNNING and has not ended
+        self.existing = existing_trial_runs(self.client, self.exp_id, spec.name)  # one search, not one per trial
 
     # ------------------------------------------------------------ runs
     def run_id(self, trial) -> str:
@@ -204,7 +220,7 @@ class StudyRecorder(Callback):
         tid = trial.trial_id
         if tid in self.runs:
             return self.runs[tid]
-        found = find_run(self.client, self.exp_id, **{TAG_STUDY: self.spec.name, TAG_TRIAL: tid})
+        found = self.existing.pop(tid, None)
         if found is not None:
             run_id = found.info.run_id
             history = self.client.get_metric_history(run_id, "val_acc")
@@ -236,7 +252,9 @@ class StudyRecorder(Callback):
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
         """Create or reattach the trial's run (each member's, for a pack) and mark it RUNNING."""
         for one in members_of(trial):
-            self.client.update_run(self.run_id(one), status="RUNNING")
+            run_id = self.run_id(one)
+            self.client.update_run(run_id, status="RUNNING")
+            self.open_runs.add(run_id)
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
         """Record the finished tasks of the trial, or of every member of a pack."""
@@ -259,8 +277,7 @@ class StudyRecorder(Callback):
             )
             extra = {k[: -len("_row")]: entry[k] for k in results.EXTRA_ROWS if k in entry}
             rows = results.task_rows(tid, step, acc_row, val_row, extra)
-            self.store.upsert(results.TASKS, rows, results.TASK_KEY)
-            self.store.upsert(results.BOUNDARIES, [results.boundary_row(tid, step, entry)], results.BOUNDARY_KEY)
+            results.write_task(self.store, rows, results.boundary_row(tid, step, entry))
             now = int(time.time() * 1000)
             metrics = [
                 Metric(k, float(v), now, step)
@@ -306,7 +323,7 @@ class StudyRecorder(Callback):
         run_id = self.run_id(trial)
         if "diverged" in result:  # a result, not a fault: recorded once, never retried
             self.client.set_tag(run_id, "error", str(result["diverged"])[:4000])
-            self.client.set_terminated(run_id, status="FAILED")
+            self._terminate(run_id, "FAILED")
             self._write_trial_row(trial, run_id, "DIVERGED", result, error=str(result["diverged"]))
             return
         done_before = "final_val_acc" in self.client.get_run(run_id).data.metrics  # a replay: log nothing twice
@@ -324,7 +341,7 @@ class StudyRecorder(Callback):
             if "fid_features" in result:
                 self.client.set_tag(run_id, "fid_features", str(result["fid_features"])[:4000])
         status = "FINISHED" if "acc_matrix" in result else "STOPPED"  # STOPPED: early-stopped by ASHA
-        self.client.set_terminated(run_id, status="FINISHED")
+        self._terminate(run_id, "FINISHED")
         self._write_trial_row(trial, run_id, status, result, error=None)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
@@ -340,7 +357,7 @@ class StudyRecorder(Callback):
         run_id = self.run_id(trial)
         reason = error_reason(trial)
         self.client.set_tag(run_id, "error", reason[:4000])
-        self.client.set_terminated(run_id, status="FAILED")
+        self._terminate(run_id, "FAILED")
         self._write_trial_row(trial, run_id, "ERROR", trial.last_result or {}, error=reason)
 
     def reconcile(self, grid) -> int:
@@ -370,13 +387,19 @@ class StudyRecorder(Callback):
         return fixed
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        """Close the parent run, and any trial run Tune no longer drives."""
-        for run_id in self.runs.values():  # trials and pack members alike
+        """Close the parent run, and any trial run Tune no longer drives (only runs this driver opened
+        and did not end are looked at: the end of a study costs nothing per finished trial)."""
+        for run_id in sorted(self.open_runs):  # trials and pack members alike
             if self.client.get_run(run_id).info.status == "RUNNING":
                 self.client.set_terminated(run_id, status="KILLED")
+        self.open_runs.clear()
         self.client.set_terminated(self.parent_id, status="FINISHED")
 
     # ---------------------------------------------------------- helpers
+    def _terminate(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status=status)
+        self.open_runs.discard(run_id)
+
     def _write_trial_row(self, trial, run_id: str, status: str, result: dict, error: str | None) -> None:
         cfg = trial_run_config(self.spec_dict, trial.config)
         row = {
@@ -398,7 +421,7 @@ class StudyRecorder(Callback):
         if generative:
             row["fid_features"] = result.get("fid_features")
         row.update(results.flatten("cfg", cfg, {}))
-        self.store.upsert(results.TRIALS, [row], results.TRIAL_KEY)
+        results.write_trial(self.store, row)
 
     def _log_heatmap(self, run_id: str, acc: list, val: list) -> None:
         import matplotlib

@@ -1,6 +1,13 @@
-"""Shared fixtures: tiny digits configs that train in well under a second."""
+"""Shared fixtures: tiny digits configs that train in well under a second; and a session check that no
+test leaves a server or a Ray process running."""
 
 from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +36,55 @@ def ray_session():
         loopback_only()  # on 127.0.0.1, as every local study
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
+    ray.shutdown()
+
+
+#: What a test may start and must stop (matched in a process's command line).
+SERVICES = ("raylet", "gcs_server", "ray::", "default_worker.py", "mlflow", "moto", "sshd", "slurmctld", "slurmd")
+LEFTOVER_WAIT_S = 30.0  # Ray's processes take a few seconds to exit after ray.shutdown()
+
+
+def service_processes() -> dict[int, str]:
+    """PID -> command line of every running process that is one of SERVICES (zombies have no command line)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        if cmd and any(name in cmd for name in SERVICES):
+            found[int(entry.name)] = cmd[:160]
+    return found
+
+
+def pytest_sessionstart(session):
+    """Note the services already running (a developer's own Ray or sshd is not the suite's)."""
+    session.config.services_before = service_processes()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the session if a test left a service running (after every fixture has been torn down)."""
+    before = getattr(session.config, "services_before", None)
+    if before is None or os.environ.get("ANPYC_ALLOW_LEFTOVERS") == "1":
+        return
+    deadline = time.monotonic() + LEFTOVER_WAIT_S
+    while True:
+        left = {pid: cmd for pid, cmd in service_processes().items() if before.get(pid) != cmd}
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = [f"  pid {pid}: {cmd}" for pid, cmd in sorted(left.items())]
+        text = "tests left these processes running (every test must stop what it starts):\n" + "\n".join(lines)
+        if reporter is not None:
+            reporter.write_line(text, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        for pid in left:  # reported and failed; then stopped, so the next run starts clean
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
 
 
 @pytest.fixture(scope="session")

@@ -117,7 +117,7 @@ def test_the_cascade_table_reads_each_round_and_draws_freed_against_nominal(tmp_
 
     import pandas as pd
 
-    from sweeper import results
+    from sweeper import fragments, results
     from sweeper.cascade import cascade_section, cascade_table
     from sweeper.storage import StudyStore
 
@@ -126,10 +126,10 @@ def test_the_cascade_table_reads_each_round_and_draws_freed_against_nominal(tmp_
         {"task": 1, "round": k, "percent": 10.0 * k, "freed:trunk.0.weight": f, "zero_omega:trunk.0.weight": z}
         for k, f, z in ((1, 0.3, 0.25), (2, 0.6, 0.55))
     ]
-    store.upsert(
-        results.BOUNDARIES,
+    fragments.append(
+        store,
+        results.BOUNDARIES_TABLE,
         [{"trial_id": "t1", "after_task": 1, "rounds": json.dumps(rounds)}, {"trial_id": "t1", "after_task": 2}],
-        results.BOUNDARY_KEY,
     )
     spec = SimpleNamespace(store=store)
     done = pd.DataFrame({"trial_id": ["t1"], "ablation": ["free"]})
