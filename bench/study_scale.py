@@ -1,0 +1,380 @@
+"""The driver's cost per trial as a study grows, on a folder and on S3 (issue 23), in one run.
+
+    python bench/study_scale.py                       # layers at 100, 1,000 and 10,000 trials; folder and S3
+    python bench/study_scale.py --sizes 100 1000 --storages folder --ray 100
+
+1. Layers: the calls the Tune driver makes for one trial (StudyRecorder: run created with its params and
+   config, a Parquet fragment pair and an MLflow metric batch per task, final metrics, matrices, heatmap,
+   the final row), timed for `--probe` new trials of 3 tasks in a study that already holds N finished
+   trials (their Parquet rows and MLflow runs written beforehand), for the fragment layout and for the old
+   layout (each write a read-modify-write of the whole table, replayed here as it was). Also: bytes written
+   per trial, `compact`, and `status` / `best --top 5` on the N-trial study.
+2. Ray (`--ray N`): a real study of N tiny trials through Ray Tune (digits, one 16-unit layer, 1 epoch,
+   2 tasks): the driver's CPU seconds per trial, wall time against the sum of trial times, peak RSS.
+
+S3 is a moto server on 127.0.0.1 (as the tests use); an s3:// study logs to an MLflow server (SQLite behind
+it, artifacts proxied to the same bucket), a folder study to SQLite in the folder, as users run them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+from docs_section import write_section
+
+from sweeper import fragments, results
+from sweeper.spec import parse_study
+from sweeper.storage import StudyStore
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TASKS = 3
+BUCKET = "scale"
+
+
+def study_raw(name: str, storage: str, tracking: str) -> dict:
+    """A grid study whose run config is the smallest the trainer allows."""
+    return {
+        "name": name,
+        "base": {
+            "device": "cpu",
+            "data": {"benchmark": "digits", "scenario": "split", "num_tasks": TASKS},
+            "model": {"hidden": [16]},
+            "strategy": {"method": "finetune"},
+            "optim": {"epochs": 1, "batch_size": 64, "lr": 0.1},
+        },
+        "search": {"optim.lr": {"grid": [0.05, 0.1]}},
+        "ablations": {"full": {}},
+        "seeds": [0],
+        "storage": storage,
+        "tracking_uri": tracking,
+        "snapshots": "none",
+    }
+
+
+def task_result(k: int, tid: str) -> dict:
+    """What a trial reports after task k (the keys the recorder reads)."""
+    row = [90.0 - i for i in range(k)]
+    out = {"task": k, "acc_row": json.dumps(row), "val_acc_row": json.dumps(row), "trial_id": tid}
+    out.update({"val_acc": 88.0, "test_acc": 87.0, "val_bwt": -1.0, "test_bwt": -1.2, "task_seconds": 0.4})
+    out.update({"model_params": 1234, "state_values": 1234, "train_loss": 0.3, "node_ip": "127.0.0.1"})
+    return out
+
+
+def final_result(tid: str) -> dict:
+    matrix = [[90.0] * TASKS for _ in range(TASKS + 1)]
+    out = task_result(TASKS, tid)
+    out.update({"acc_matrix": json.dumps(matrix), "val_acc_matrix": json.dumps(matrix), "seconds": 1.2})
+    return out
+
+
+def trial(tid: str, lr: float) -> SimpleNamespace:
+    return SimpleNamespace(
+        trial_id=tid, config={"ablation": "full", "seed": 0, "point": {"optim.lr": lr}}, last_result=None
+    )
+
+
+def old_upsert(store: StudyStore, name: str, rows: list[dict], key) -> None:
+    """The old layout's write: read the whole table, add the rows, de-duplicate, rewrite it."""
+    old = store.read_table(name)
+    merged = pd.DataFrame(rows) if old.empty else pd.concat([old, pd.DataFrame(rows)], ignore_index=True)
+    merged = merged.drop_duplicates(subset=list(key), keep="last").sort_values(list(key), kind="stable")
+    store.write_table(name, merged.reset_index(drop=True))
+
+
+@contextlib.contextmanager
+def old_layout():
+    """Make the recorder write as the old layout did (whole-table upserts)."""
+    saved = results.write_task, results.write_trial
+
+    def write_task(store, rows, boundary):
+        old_upsert(store, results.TASKS, rows, results.TASK_KEY)
+        old_upsert(store, results.BOUNDARIES, [boundary], results.BOUNDARY_KEY)
+
+    results.write_task = write_task
+    results.write_trial = lambda store, row: old_upsert(store, results.TRIALS, [row], results.TRIAL_KEY)
+    try:
+        yield
+    finally:
+        results.write_task, results.write_trial = saved
+
+
+def prepopulate_parquet(store: StudyStore, n: int) -> None:
+    """N finished trials' rows, written as the compacted files in one go (a write never reads them)."""
+    trials, tasks, bounds = [], [], []
+    for i in range(n):
+        tid = f"pre_{i:05d}"
+        for k in range(1, TASKS + 1):
+            tasks += results.task_rows(tid, k, [90.0] * k, [89.0] * k)
+            bounds.append(results.boundary_row(tid, k, task_result(k, tid)))
+        trials.append(
+            {"trial_id": tid, "study": "scale", "ablation": "full", "seed": 0, "status": "FINISHED",
+             "error": None, "mlflow_run_id": f"{i:032x}", "tasks_done": TASKS, "seconds": 1.0,
+             "val_acc": 80.0 + (i % 7), "test_acc": 79.0, "cfg.optim.lr": (0.05, 0.1)[i % 2], "cfg.seed": 0}
+        )
+    for name, rows in ((results.TRIALS, trials), (results.TASKS, tasks), (results.BOUNDARIES, bounds)):
+        store.write_table(name, pd.DataFrame(rows))
+
+
+def prepopulate_mlflow(uri: str, name: str, n: int) -> None:
+    """N finished trial runs in the study's experiment (tags, params and final metrics as the driver logs)."""
+    from mlflow.entities import Metric, Param
+
+    from sweeper.tracking import TAG_ROLE, TAG_STUDY, TAG_TRIAL, tracking_client
+
+    client = tracking_client(uri)
+    exp = client.get_experiment_by_name(name) or client.get_experiment(client.create_experiment(name))
+    have = len(client.search_runs([exp.experiment_id], max_results=50000))
+    now = int(time.time() * 1000)
+    for i in range(have, n):
+        tags = {TAG_STUDY: name, TAG_ROLE: "trial", TAG_TRIAL: f"pre_{i:05d}", "ablation": "full", "seed": "0"}
+        run = client.create_run(exp.experiment_id, tags=tags)
+        params = [Param("optim.lr", str((0.05, 0.1)[i % 2])), Param("seed", "0")]
+        metrics = [Metric("final_val_acc", 80.0 + (i % 7), now, 0), Metric("final_test_acc", 79.0, now, 0)]
+        client.log_batch(run.info.run_id, params=params, metrics=metrics)
+        client.set_terminated(run.info.run_id, "FINISHED")
+
+
+def folder_bytes(store: StudyStore) -> int:
+    """Bytes of every file in the study's storage."""
+    import pyarrow.fs as pafs
+
+    infos = store.fs.get_file_info(pafs.FileSelector(store.root, recursive=True, allow_not_found=True))
+    return sum(i.size or 0 for i in infos if i.type == pafs.FileType.File)
+
+
+def probe_layers(n: int, storage: str, layout: str, tracking: str, probe: int, work: Path) -> dict:
+    """Per-trial driver seconds for `probe` new trials in a study of `n` finished ones."""
+    from sweeper.launch import spec_text
+    from sweeper.query import best_configs, study_status
+    from sweeper.tracking import StudyRecorder
+
+    name = f"scale_{n}"
+    location = f"{storage}/{layout}_{n}"
+    spec = parse_study(study_raw(name, location, tracking))
+    store = spec.store
+    prepopulate_parquet(store, n)
+    store.write_text("study.yaml", yaml.safe_dump(study_raw(name, location, tracking)))
+    recorder = StudyRecorder(spec, spec_text(spec))
+    start = time.perf_counter()
+    recorder.setup()
+    setup_s = time.perf_counter() - start
+    written, real_write = [0], StudyStore.write_bytes
+
+    def counting_write(self, name, data):
+        written[0] += len(data)
+        real_write(self, name, data)
+
+    StudyStore.write_bytes = counting_write
+    times = []
+    with old_layout() if layout == "old" else contextlib.nullcontext():
+        for j in range(probe):
+            one = trial(f"new_{layout}_{j:04d}", (0.05, 0.1)[j % 2])
+            start = time.perf_counter()
+            recorder.on_trial_start(0, [], one)
+            for k in range(1, TASKS + 1):
+                recorder.on_trial_result(0, [], one, task_result(k, one.trial_id))
+            one.last_result = final_result(one.trial_id)
+            recorder.on_trial_complete(0, [], one)
+            times.append(time.perf_counter() - start)
+    StudyStore.write_bytes = real_write
+    row = {"trials": n, "storage": storage.split(":")[0] if "://" in storage else "folder", "layout": layout}
+    row["setup_s"] = setup_s
+    row["per_trial_s"] = sum(times[2:]) / len(times[2:])  # the first two warm caches (imports, matplotlib)
+    row["bytes_per_trial"] = written[0] / probe  # Parquet bytes written (MLflow's own files not counted)
+    if layout == "new":
+        start = time.perf_counter()
+        results.compact(store)
+        row["compact_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        study_status(spec)
+        row["status_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        best_configs(spec, 5)
+        row["best_s"] = time.perf_counter() - start
+    return row
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(db: Path, work: Path):
+    """An MLflow tracking server on loopback over the SQLite file `db` (an s3:// study requires a server)."""
+    port = free_port()
+    cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--backend-store-uri", f"sqlite:///{db}", "--serve-artifacts", "--artifacts-destination",
+           f"s3://{BUCKET}/mlflow-artifacts"]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with open(work / "mlflow.log", "a") as log:
+        proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            with contextlib.suppress(OSError):
+                if urllib.request.urlopen(f"{uri}/health", timeout=1).read() == b"OK":
+                    break
+            time.sleep(0.2)
+        yield uri
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def moto_server(work: Path):
+    """moto_server on loopback with a bucket; AWS_* variables set in this process."""
+    import boto3
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    os.environ.update(env)
+    with open(work / "moto.log", "w") as log:
+        proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(endpoint, timeout=1)
+                break
+            time.sleep(0.2)
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        yield f"s3://{BUCKET}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def ray_study(n: int, work: Path) -> dict:
+    """A real study of n tiny trials through Ray Tune: driver CPU per trial, wall against trial time."""
+    from sweeper.launch import launch, spec_text
+
+    raw = study_raw(f"ray_{n}", str(work / "ray"), f"sqlite:///{work / 'ray' / 'mlflow.db'}")
+    raw["search"] = {"optim.lr": {"grid": [round(0.01 + 0.2 * i / n, 6) for i in range(n)]}}
+    raw["max_concurrent_trials"] = 2
+    raw["resources"] = {"cpu": 1}
+    raw["base"]["data"]["num_tasks"] = 2
+    spec = parse_study(raw)
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    launch(spec, spec_text(spec), verbose=False)
+    wall = time.perf_counter() - start
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    frame = results.read_trials(spec.store)
+    driver_cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+    return {
+        "trials": n,
+        "finished": int((frame["status"] == "FINISHED").sum()),
+        "wall_s": wall,
+        "sum_trial_s": float(frame["seconds"].sum()),
+        "driver_cpu_per_trial_s": driver_cpu / n,
+        "peak_rss_mb": cpu1.ru_maxrss / 1024,
+        "bytes_per_trial": folder_bytes(spec.store) / n,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
+    parser.add_argument("--storages", nargs="+", default=["folder", "s3"], choices=["folder", "s3"])
+    parser.add_argument("--probe", type=int, default=12, help="new trials timed per row")
+    parser.add_argument("--ray", type=int, nargs="*", default=[], help="sizes of real Ray studies")
+    parser.add_argument("--no-docs", action="store_true")
+    args = parser.parse_args()
+    rows, ray_rows = [], []
+    with tempfile.TemporaryDirectory(prefix="study-scale-") as tmp:
+        work = Path(tmp)
+        with contextlib.ExitStack() as stack:
+            places = {"folder": str(work / "studies")}
+            if "s3" in args.storages:
+                places["s3"] = stack.enter_context(moto_server(work))
+            for n in args.sizes:
+                db = work / f"mlflow_{n}.db"
+                start = time.perf_counter()
+                prepopulate_mlflow(f"sqlite:///{db}", f"scale_{n}", n)
+                print(f"{n} MLflow runs written in {time.perf_counter() - start:.0f} s", flush=True)
+                for where in args.storages:
+                    with (
+                        mlflow_server(db, work) if where == "s3" else contextlib.nullcontext(f"sqlite:///{db}")
+                    ) as tracking:
+                        for layout in ("new", "old"):
+                            row = probe_layers(n, places[where], layout, tracking, args.probe, work)
+                            rows.append(row)
+                            print(json.dumps(row), flush=True)
+        for n in args.ray:
+            import ray
+
+            from sweeper.launch import loopback_only
+
+            loopback_only()
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+            try:
+                ray_rows.append(ray_study(n, work))
+            finally:
+                ray.shutdown()
+            print(json.dumps(ray_rows[-1]), flush=True)
+    if not args.no_docs:
+        write_docs(rows, ray_rows, " ".join(sys.argv[1:]))
+
+
+def write_docs(rows: list[dict], ray_rows: list[dict], argv: str) -> None:
+    """The tables into docs/PERFORMANCE.md."""
+    lines = ["## A study's cost per trial as it grows (bench/study_scale.py)", ""]
+    lines.append(f"Command: `python bench/study_scale.py {argv}`".replace(" `", "`").replace("py`", "py `", 0))
+    lines += [
+        "Machine: 2 CPU cores, no GPU. folder: MLflow on SQLite; s3: moto_server on 127.0.0.1 and an MLflow",
+        "server (SQLite behind it, artifacts proxied to the bucket) on 127.0.0.1.",
+        "Per trial: what the Tune driver does for one trial of 3 tasks (run with params and config, a task",
+        "report per task, final metrics, matrices, heatmap, final row), timed in a study already holding N",
+        "finished trials. *old*: the previous layout (every write rewrites the whole table), in the same run.",
+        "",
+        "| N trials | storage | layout | per trial s | ratio to N=first | Parquet bytes written per trial | setup s | "
+        "compact s | status s | best s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    first = {}
+    for r in rows:
+        key = (r["storage"], r["layout"])
+        first.setdefault(key, r["per_trial_s"])
+        extra = [f"{r[k]:.2f}" if k in r else "-" for k in ("compact_s", "status_s", "best_s")]
+        lines.append(
+            f"| {r['trials']:,} | {r['storage']} | {r['layout']} | {r['per_trial_s']:.3f} | "
+            f"{r['per_trial_s'] / first[key]:.2f} | {r['bytes_per_trial'] / 1024:.1f} KiB | {r['setup_s']:.2f} | "
+            + " | ".join(extra) + " |"
+        )
+    if ray_rows:
+        lines += ["", "Real studies through Ray Tune (digits, 16 units, 1 epoch, 2 tasks, 2 trials at a time):", "",
+                  "| N trials | finished | wall s | sum of trial s | driver CPU s per trial | peak RSS MB | "
+                  "bytes per trial |", "|---|---|---|---|---|---|---|"]
+        for r in ray_rows:
+            lines.append(
+                f"| {r['trials']:,} | {r['finished']} | {r['wall_s']:.0f} | {r['sum_trial_s']:.0f} | "
+                f"{r['driver_cpu_per_trial_s']:.3f} | {r['peak_rss_mb']:.0f} | {r['bytes_per_trial'] / 1024:.0f} KiB |"
+            )
+    write_section(ROOT / "docs" / "PERFORMANCE.md", "study_scale", lines, "Performance")
+
+
+if __name__ == "__main__":
+    main()
