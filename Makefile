@@ -1,10 +1,11 @@
 # Two entry points on a fresh machine: `make demo` (install + the main job on embedded data)
-# and `make test` (install + lint + the test suite). Both install from constraints.txt.
+# and `make test` (install + lint + the fast tests; `make test-e2e`: the end-to-end lane). All install from
+# constraints.txt.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench clean cluster-e2e
+.PHONY: setup demo test test-e2e lint bench clean cluster-e2e
 
 setup: $(VENV)/.installed
 
@@ -24,8 +25,13 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# the fast lane: lint, unit/property/small integration tests and one real local Ray study (<= 5 min on 2 cores)
 test: setup lint
-	$(BIN)/pytest -q --durations=15 tests
+	$(BIN)/pytest -q --durations=15 -m "not e2e" tests
+
+# the end-to-end lane: loopback `ray up` cluster, killed workers and drivers, SIGINT, S3, tracking outage, UI
+test-e2e: setup
+	$(BIN)/pytest -q --durations=15 -m e2e tests
 
 cluster-e2e: setup  # ray up -> job submit -> queries from outside -> ray down, on loopback (root, sshd)
 	$(BIN)/pytest -q -s tests/cluster

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import os
 import resource
@@ -34,12 +33,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 from docs_section import write_section
 
-from sweeper import fragments, results
+from sweeper import results
 from sweeper.spec import parse_study
 from sweeper.storage import StudyStore
 

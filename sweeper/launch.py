@@ -23,6 +23,9 @@ from sweeper.storage import StorageError
 from sweeper.trainable import joint_key, train_trial
 
 TUNE_DIR = "tune"
+#: a snapshot period the user set for Tune before the first launch in this process wins over ours
+USER_SNAPSHOT_PERIOD = os.environ.get("TUNE_GLOBAL_CHECKPOINT_S")
+TRIALS_PER_SNAPSHOT_SECOND = 1000
 OPTUNA_DB = "optuna.db"
 STUDY_FILE = "study.yaml"
 
@@ -368,9 +371,9 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, 
         print(chosen, flush=True)
     dataset_refs = {name: ray.put(raw) for name, raw in datasets.items()}
     refs = joint_references(spec, configs, dataset_refs)
-    # Tune learns of trial checkpoints through its experiment snapshot; snapshot every second so a
-    # killed driver's in-flight trials resume from their last task, not from task 1.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    # Tune learns of trial checkpoints through its experiment snapshot: frequent snapshots let a killed
+    # driver's in-flight trials resume from their last task, not from task 1
+    os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = USER_SNAPSHOT_PERIOD or str(snapshot_period(expected_trials(spec)))
     packed = packs(spec)
     max_tasks = max(validate_config(c).data.tasks for c in configs)
     rungs = None  # held until fit() returns: an actor without a handle is collected
@@ -435,6 +438,15 @@ def compact_results(spec: StudySpec) -> list[results.Compaction]:
     except StorageError as err:
         raise StudyError(str(err)) from None
     return done
+
+
+def snapshot_period(trials: int) -> int:
+    """Seconds between Tune's experiment snapshots: 1 s up to 1,000 trials, then one second more per 1,000.
+
+    A snapshot writes every trial's state, so its cost grows with the study; stretching the period in
+    proportion keeps the driver's snapshot time per second, and so per trial, flat. A killed driver then
+    loses at most that many seconds of checkpoint bookkeeping (a trial redoes at most one task)."""
+    return max(1, -(-trials // TRIALS_PER_SNAPSHOT_SECOND))
 
 
 def shape_configs(spec: StudySpec) -> list[dict]:

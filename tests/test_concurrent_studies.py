@@ -20,7 +20,7 @@ BASE = {
 }
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_two_concurrent_studies_share_storage_and_tracking(tmp_path):
     uri = f"sqlite:///{tmp_path / 'shared' / 'mlflow.db'}"
     specs, procs = [], []

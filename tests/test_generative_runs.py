@@ -159,6 +159,7 @@ def test_train_writes_a_sample_grid_and_the_fid_table(tmp_path, features, monkey
     assert grid.size[1] == 3 * (8 + 2) + 2  # one row of 8x8 samples per task, 2-pixel padding
 
 
+@pytest.mark.e2e  # a further real Ray study: the end-to-end lane
 def test_a_generative_study_records_fid_per_task_sample_grids_and_final_fid(ray_session, tmp_path, monkeypatch):
     import mlflow
 

@@ -90,7 +90,7 @@ def cluster():
             marker.unlink()
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("pack", [1, 4], ids=["one_per_process", "packed"])
 def test_killed_worker_node_trials_resume_from_checkpoints_exactly_once(tmp_path, cluster, pack):
     study = {**STUDY, "pack": {"max_members": pack}}  # packed: all four trials are members of one pack

@@ -60,6 +60,7 @@ def packed_optuna(storage, **extra) -> dict:
     }
 
 
+@pytest.mark.e2e  # a further real Ray study: the end-to-end lane
 def test_a_packed_optuna_study_tells_every_member_and_asha_stops_members(ray_session, tmp_path):
     spec = parse_study(packed_optuna(tmp_path))
     grid = launch(spec, spec_text(spec), verbose=False)

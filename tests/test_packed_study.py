@@ -58,6 +58,7 @@ def test_packing_refuses_what_it_cannot_run_in_one_line(tmp_path):
         parse_study(study(tmp_path, pack={"max_members": 0}))
 
 
+@pytest.mark.e2e  # a further real Ray study: the end-to-end lane
 def test_one_tune_trial_per_pack_and_one_record_per_member(packed_study):
     spec, grid = packed_study
     assert len(grid) == 2 and grid.num_errors == 0
@@ -74,6 +75,7 @@ def test_one_tune_trial_per_pack_and_one_record_per_member(packed_study):
     assert len(per_member) == 8 and set(per_member.apply(sorted).map(tuple)) == {(1, 2)}  # each task once
 
 
+@pytest.mark.e2e  # a further real Ray study: the end-to-end lane
 def test_members_have_their_own_nested_runs_and_rerun_sequentially_to_the_same_numbers(packed_study):
     spec, _ = packed_study
     uri = spec.resolved_tracking_uri()

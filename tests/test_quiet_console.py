@@ -39,7 +39,7 @@ def write_study(tmp_path) -> Path:
     return path
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_default_console_is_a_few_plain_lines(tmp_path):
     path = write_study(tmp_path)
     proc = subprocess.run(

@@ -199,3 +199,28 @@ def test_compact_folds_a_studys_fragments_and_waits_for_no_running_launch(tmp_pa
     done = runner.invoke(app, ["compact", str(path)])
     assert done.exit_code == 0, done.output
     assert "tasks.parquet: 24 rows (6 fragments merged)" in done.output and spec.store.list_files("tasks") == []
+
+
+def test_tunes_snapshot_period_grows_with_the_study_so_its_cost_per_trial_stays_flat():
+    from sweeper.launch import snapshot_period
+
+    assert [snapshot_period(n) for n in (1, 100, 1000, 1001, 10_000, 25_000)] == [1, 1, 1, 2, 10, 25]
+
+
+def test_the_documented_duckdb_query_reads_a_running_study_as_its_readers_do(tmp_path):
+    from pathlib import Path
+
+    import duckdb
+
+    store = StudyStore(str(tmp_path / "s"))
+    fill(store, 3)
+    results.compact(store)
+    finish(store, "t001", status="ERROR")  # replaces a compacted row
+    finish(store, "t007")  # a new trial
+    text = (Path(__file__).resolve().parents[1] / "docs" / "results_schema.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```sql\n")[1:]]
+    sql = next(b for b in blocks if "trials of a running study" in b).replace("STUDY_DIR", str(tmp_path / "s"))
+    got = duckdb.sql(sql).df().set_index("trial_id").sort_index()
+    want = results.read_trials(store).set_index("trial_id")
+    assert list(got.index) == list(want.index) == ["t000", "t001", "t002", "t007"]
+    assert list(got["status"]) == list(want["status"]) == ["FINISHED", "ERROR", "FINISHED", "FINISHED"]

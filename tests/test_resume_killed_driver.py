@@ -50,7 +50,7 @@ def running_past(folder, task):
     return any(t not in finished and n >= task for t, n in done.items())
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_killed_driver_resumes_with_exact_counts_and_identical_metrics(tmp_path, ray_session):
     study_file = tmp_path / "study.yaml"
     study_file.write_text(yaml.safe_dump({**STUDY, "storage": str(tmp_path / "out")}))

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 BIN = Path(sys.executable).parent  # the virtualenv's bin: moto_server, mlflow, anpyc-sweep
 BUCKET = "anpyc-e2e"

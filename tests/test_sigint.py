@@ -16,7 +16,7 @@ import yaml
 from sweeper import results
 from sweeper.spec import parse_study
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
 
 

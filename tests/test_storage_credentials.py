@@ -18,6 +18,8 @@ import boto3
 import pytest
 import yaml
 
+pytestmark = pytest.mark.e2e  # S3 on a moto server: the end-to-end lane
+
 BIN = Path(sys.executable).parent
 STUDY = {
     "name": "creds",

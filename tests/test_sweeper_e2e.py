@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sweeper.launch import launch, spec_text
-from sweeper.query import best_trials, rerun, study_status
+from sweeper.query import ROUNDING_REL, best_trials, rerun, rerun_verdict, study_status
 from sweeper.report import write_report
 from sweeper.spec import Resources, parse_study
 from sweeper.tracking import TAG_ROLE
@@ -110,8 +110,12 @@ def test_rerun_reproduces_the_recorded_trial(grid_study):
     best = best_trials(grid_study, "val_acc", "max", 1)[0]
     cfg, recorded, new = rerun(best["run_id"], grid_study.resolved_tracking_uri(), [])
     assert cfg["strategy"]["lam"] == float(best["params"]["strategy.lam"])
+    # recorded in a one-thread Ray worker, rerun here: the same sequential kernels, but the thread count may
+    # change a reduction's order, so the contract is "equal to rounding" (a flipped sample would miss it)
+    verdict = rerun_verdict({k: recorded[k] for k in new if k in recorded}, new)
+    assert verdict == "identical" or verdict.startswith("equal to rounding"), verdict
     for key in ("test_acc", "val_acc", "test_bwt", "val_forgetting"):
-        assert new[key] == recorded[key], key
+        assert new[key] == pytest.approx(recorded[key], rel=ROUNDING_REL), key
 
 
 def test_trials_keep_first_and_last_snapshots_and_boundaries(grid_study):
@@ -155,6 +159,7 @@ def test_joint_reference_computed_once_per_data_model_seed(grid_study):
     assert len(ref["test"]) == 2
 
 
+@pytest.mark.e2e  # a further real Ray study: the end-to-end lane
 def test_optuna_study_runs_sampled_trials(ray_session, tmp_path):
     spec = parse_study(
         {
@@ -193,6 +198,7 @@ def test_report_plots_each_searched_parameter_per_ablation(grid_study):
         assert (path.parent / png).read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.e2e  # a further real Ray study: the end-to-end lane
 def test_diverging_trial_is_a_result_recorded_once_and_ignored_by_best(ray_session, tmp_path):
     spec = parse_study(
         {
@@ -223,6 +229,7 @@ def test_diverging_trial_is_a_result_recorded_once_and_ignored_by_best(ray_sessi
     assert [r["params"]["strategy.lam"] for r in rows] == ["1.0"]
 
 
+@pytest.mark.e2e  # a further real Ray study: the end-to-end lane
 def test_asha_stops_trials_early_by_task(ray_session, tmp_path):
     spec = parse_study(
         {
@@ -260,7 +267,8 @@ def test_the_documented_duckdb_query_gives_the_best_lambda_per_ablation(grid_stu
     from pathlib import Path
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "results_schema.md").read_text()
-    sql = text.split("```sql\n", 1)[1].split("```", 1)[0].replace("STUDY_DIR", str(grid_study.study_dir))
+    blocks = [b.split("```", 1)[0] for b in text.split("```sql\n")[1:]]
+    sql = next(b for b in blocks if "best lambda per ablation" in b).replace("STUDY_DIR", str(grid_study.study_dir))
     rows = duckdb.sql(sql).fetchall()
     trials = pd.read_parquet(grid_study.study_dir / "trials.parquet")
     expected = trials.loc[trials.groupby("ablation")["val_acc"].idxmax()].sort_values("ablation")
@@ -283,8 +291,9 @@ def test_rerun_best_reruns_the_best_configuration_under_every_ablation(grid_stud
     best = best_configs(grid_study, 1)[0]
     assert [r["ablation"] for r in table] == ["full", "no_pruning"]
     assert all(r["params"] == best["params"] and r["rerun_n"] == 1 and r["recorded_n"] == 1 for r in table)
-    for r in table:  # a CPU rerun of the recorded configuration is bit-identical
-        assert r["rerun_val_acc"] == r["recorded_val_acc"] and r["rerun_test_acc"] == r["recorded_test_acc"]
+    for r in table:  # a CPU rerun of the recorded configuration: equal to rounding (see the rerun test above)
+        assert r["rerun_val_acc"] == pytest.approx(r["recorded_val_acc"], rel=ROUNDING_REL)
+        assert r["rerun_test_acc"] == pytest.approx(r["recorded_test_acc"], rel=ROUNDING_REL)
         assert (out / r["ablation"] / "seed0" / "result.json").exists()
     assert "| full |" in result.output and (out / "rerun_best.md").exists()
     bad = CliRunner().invoke(app, ["rerun", "--best", str(path), "--ablations", "nope", "--out", str(out)])

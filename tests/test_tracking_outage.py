@@ -53,7 +53,7 @@ def server(state: Path, port: int, *verb: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "anpyc-sweep"), "tracking-server", *verb, *args], capture_output=True, text=True)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_tracking_server_lost_mid_study_is_one_line_and_resume_loses_nothing(tmp_path):
     state, port = tmp_path / "server", free_port()
     uri = f"http://127.0.0.1:{port}"

@@ -63,7 +63,7 @@ def stop_with_ctrl_c(proc: subprocess.Popen, port: int) -> None:
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_mlflow_ui_serves_the_study_and_stops_on_ctrl_c(tmp_path):
     path, spec, exp, _ = make_study(tmp_path, tmp_path / "out")
     port = free_port()
@@ -82,7 +82,7 @@ def test_mlflow_ui_serves_the_study_and_stops_on_ctrl_c(tmp_path):
         stop_with_ctrl_c(proc, port)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_optuna_dashboard_serves_the_studys_optuna_storage(tmp_path):
     search = {"strategy.lam": {"loguniform": [0.1, 10.0]}}
     path, spec, _, _ = make_study(tmp_path, tmp_path / "out", searcher="optuna", search=search)

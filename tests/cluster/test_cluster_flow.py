@@ -20,7 +20,7 @@ import yaml
 
 from tests.cluster.loopback import LoopbackCluster, http_ok, missing_requirements, wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(missing_requirements()), reason=str(missing_requirements()))]
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(bool(missing_requirements()), reason=str(missing_requirements()))]
 
 STUDY = {
     "name": "cluster_flow",
