@@ -185,13 +185,20 @@ class ModelConfig(_Section):
     #: batch-norm running statistics of the CNNs: one set per task, or one shared set (plain PyTorch)
     bn_stats: Literal["per_task", "shared"] = "per_task"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_hidden_is_unset(cls, data: Any) -> Any:
+        """`model.hidden: null` (e.g. `--set model.hidden=null`) drops the widths, so that an MLP config can
+        switch to a fixed-layer architecture."""
+        if isinstance(data, dict) and "hidden" in data and data["hidden"] is None:
+            data = {k: v for k, v in data.items() if k != "hidden"}
+        return data
+
     @model_validator(mode="after")
     def _check_widths(self) -> ModelConfig:
         bad = [w for w in self.hidden if w <= 0]
         if bad:
             raise ValueError(f"model.hidden: widths must be positive integers (got {self.hidden})")
-        if self.arch != "mlp" and _changed(self, "hidden"):
-            raise ValueError(f"model.hidden: only arch mlp takes hidden widths ({self.arch}'s layers are fixed)")
         return self
 
 
@@ -357,6 +364,16 @@ class RunConfig(_Section):
             raise ValueError(
                 "strategy.pruning: xdg gates the channels of vgg9 and lenet; resnet18's residual "
                 "blocks have no single gate point"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_widths_last(self) -> RunConfig:
+        """Widths on a fixed-layer architecture: checked after the method, the order a user fixes them in."""
+        if self.model.arch != "mlp" and _changed(self.model, "hidden"):
+            raise ValueError(
+                f"model.hidden: only arch mlp takes hidden widths ({self.model.arch}'s layers are fixed); "
+                "drop them with model.hidden: null (--set model.hidden=null)"
             )
         return self
 

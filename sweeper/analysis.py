@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 from sweeper import results  # noqa: E402
 from sweeper.cascade import cascade_section  # noqa: E402
-from sweeper.spec import StudySpec  # noqa: E402
+from sweeper.spec import QueryError, StudySpec  # noqa: E402
 from sweeper.trainable import SNAPSHOT_PREFIX  # noqa: E402
 
 Snapshots = dict[int, dict]  # task number → snapshot
@@ -98,10 +98,10 @@ def drift(first: dict, last: dict) -> list[dict]:
 def finished_trials(spec: StudySpec) -> pd.DataFrame:
     """FINISHED rows of trials.parquet, or a RuntimeError saying why there are none."""
     if not spec.store.exists("study.yaml"):
-        raise RuntimeError(f"study {spec.name}: not found in {spec.tune_storage} (check --storage)")
+        raise QueryError(f"study {spec.name}: not found in {spec.tune_storage} (check --storage)")
     frame = results.read_trials(spec.store)
     if frame.empty:
-        raise RuntimeError(f"study {spec.name}: no trials.parquet in {spec.tune_storage} yet")
+        raise QueryError(f"study {spec.name}: no trial recorded in {spec.tune_storage} yet")
     done = frame[frame["status"] == "FINISHED"]
     if done.empty:
         raise RuntimeError(f"study {spec.name}: no FINISHED trial yet")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -27,6 +28,9 @@ app = typer.Typer(
     help="ANPyC and its rivals: train one run locally, or sweep studies on Ray Tune.",
     pretty_exceptions_enable=False,
 )
+
+
+RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class UsageError(Exception):
@@ -141,6 +145,7 @@ def train(
 ) -> None:
     """Run one task sequence locally (no Ray) and write result.json."""
     from anpyc_core.data import DataError
+    from anpyc_core.models import ModelInitError
     from anpyc_core.trainer import TrainingDiverged, make_trainer
 
     try:
@@ -178,7 +183,7 @@ def train(
         if hasattr(trainer, "save_samples"):  # generative runs: one row of samples per task
             grid = trainer.save_samples(out / "samples.png")
             typer.echo(f"wrote {grid}", err=True)
-    except ConfigError as err:
+    except (ConfigError, ModelInitError) as err:  # model.init: a missing, foreign or misshapen file
         fail(str(err), 2)
     except (DataError, TrainingDiverged, ValueError) as err:
         fail(str(err), 1)
@@ -240,11 +245,13 @@ def _study(path: Path, storage: str | None = None, tracking_uri: str | None = No
 def print_trials(spec) -> None:
     """`launch --dry-run`: every trial a grid study runs (with its pack), or an Optuna study's space."""
     from sweeper.launch import load_datasets, shape_configs
-    from sweeper.packs import pack_groups, resolve_pack_size
+    from sweeper.packs import pack_groups, packing_plan, resolve_pack_size
 
+    auto_members = None
     if spec.pack.max_members == "auto":  # sized on this machine: a launch sizes it where trials run
         configs = shape_configs(spec)
         typer.echo(resolve_pack_size(spec, configs, load_datasets(configs), save=False) + " on this machine")
+        auto_members = spec.pack.max_members  # resolve_pack_size set the number
 
     if spec.searcher != "grid":
         typer.echo(f"{spec.name}: optuna ({spec.optuna.sampler}), {spec.optuna.num_samples} trials sampled from:")
@@ -264,6 +271,8 @@ def print_trials(spec) -> None:
             point = " ".join(f"{k}={v}" for k, v in trial["point"].items())
             typer.echo(f"  {n:>4}  ablation={trial['ablation']} seed={trial['seed']} {point}".rstrip())
     packs = f" in {len(groups)} packs" if spec.pack.max_members > 1 else ""
+    if spec.pack.max_members > 1 or auto_members is not None:
+        typer.echo(packing_plan(spec, spec.pack.max_members))
     typer.echo(f"{spec.name}: {n} trials{packs}; nothing was run (--dry-run)")
 
 
@@ -320,8 +329,10 @@ def ui(
 def list_(storage: str = typer.Option("studies_out", "--storage", help="A storage folder or s3://... URI.")) -> None:
     """The studies in a storage, with their trial counts by status."""
     from sweeper.query import list_studies
-    from sweeper.storage import StorageError
+    from sweeper.storage import StorageError, is_uri
 
+    if not is_uri(storage) and not Path(storage.removeprefix("file://")).expanduser().is_dir():
+        fail(f"--storage {storage}: no such folder (give the storage a study was launched with)", 2)
     try:
         studies = list_studies(storage)
     except StorageError as err:
@@ -342,7 +353,7 @@ def validate(study: Path = typer.Argument(..., help="Study YAML.")) -> None:
     spec = _study(study)
     typer.echo(
         f"{spec.name}: valid; {spec.trial_count()} trials ({spec.searcher}, "
-        f"{len(spec.ablations)} ablation(s) x {len(spec.seeds)} seed(s)); results in {spec.study_dir}"
+        f"{len(spec.ablations)} ablation(s) x {len(spec.seeds)} seed(s)); results in {spec.tune_storage}"
     )
 
 
@@ -504,14 +515,22 @@ def best(
 
     spec = _study(study, storage, tracking_uri)
     try:
-        obj = Objective(metric=metric) if metric else spec.objectives[0]
+        obj = Objective(metric=metric) if metric is not None else spec.objectives[0]
     except ValidationError as err:
         fail(f"--metric: {err.errors()[0]['msg'].removeprefix('Value error, ')}", 2)
     mode = obj.mode if metric is None else ("min" if obj.metric in ("val_forgetting",) else "max")
     if metric is not None:  # rank by the asked metric alone
         spec = spec.model_copy(update={"objectives": [Objective(metric=obj.metric, mode=mode)]})
-    from sweeper.query import QueryError, best_configs, best_trials  # slow imports (MLflow, torch): after the checks
+    from sweeper.query import QueryError, best_configs, best_trials, recorded_metrics  # slow imports: after the checks
 
+    try:
+        recorded = recorded_metrics(spec) if metric is not None else [obj.metric]
+    except QueryError as err:
+        fail(str(err), 2)
+    except RuntimeError as err:
+        fail(str(err), 1)
+    if obj.metric not in recorded:
+        fail(f"--metric {obj.metric}: study {spec.name} records {', '.join(recorded)}; rank by one of them", 2)
     try:
         rows = best_trials(spec, obj.metric, mode, top) if per_trial else best_configs(spec, top)
     except QueryError as err:
@@ -555,6 +574,7 @@ def rerun(
     seeds: list[int] = typer.Option([], "--seeds", help="With --best: seeds to run (default: the study's)."),
     out: Path = typer.Option(None, "--out", help="With --best: folder for the result.json files and the table."),
     storage: str = typer.Option(None, "--storage"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the run's config and recorded metrics only."),
 ) -> None:
     """Run a trial's exact config locally, without Ray, and compare with what was recorded; or with
     --best STUDY, the study's best configuration under each of its ablations, over seeds."""
@@ -565,12 +585,24 @@ def rerun(
         return
     if run_id is None:
         fail("rerun: give a RUN_ID (an MLflow run of a trial) or --best STUDY", 2)
+    if not RUN_ID.fullmatch(run_id):
+        fail(f"rerun: {run_id!r} is not an MLflow run id (32 hex characters, as `best --per-trial` prints)", 2)
     if tracking_uri is None and study is None:
         fail("rerun: give --tracking-uri or --study", 2)
     uri = tracking_uri or _study(study).resolved_tracking_uri()
-    from sweeper.query import QueryError  # slow imports (MLflow, torch): after the checks
+    from sweeper.query import QueryError, recorded_run  # slow imports (MLflow, torch): after the checks
     from sweeper.query import rerun as do_rerun
 
+    if dry_run:
+        try:
+            cfg, recorded = recorded_run(run_id, uri, set_)
+        except (QueryError, ConfigError) as err:
+            fail(str(err), 2)
+        except RuntimeError as err:
+            fail(str(err), 1)
+        typer.echo(json.dumps({"config": cfg.model_dump(mode="json"), "recorded": recorded}, indent=2))
+        typer.echo("nothing was run (--dry-run)")
+        return
     try:
         cfg, recorded, new = do_rerun(run_id, uri, set_)
     except (QueryError, ConfigError) as err:
@@ -610,10 +642,15 @@ def _rerun_best(study: Path, ablations: list[str], seeds: list[int], out: Path |
 
 
 def _write_study_output(study: Path, storage: str | None, tracking_uri: str | None, writer) -> Path:
-    """Load the study and run `writer(spec)`; a RuntimeError (nothing to read yet) exits 1."""
+    """Load the study and run `writer(spec)`: a study never run (or with nothing recorded) exits 2, another
+    failure to read it 1."""
+    from sweeper.spec import QueryError
+
     spec = _study(study, storage, tracking_uri)
     try:
         return writer(spec)
+    except QueryError as err:
+        fail(str(err), 2)
     except RuntimeError as err:
         fail(str(err), 1)
 

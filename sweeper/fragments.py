@@ -73,7 +73,7 @@ def append(store: StudyStore, table: Table, rows: list[dict[str, Any]]) -> list[
     for row in rows:
         groups.setdefault(table.fragment_path(row), []).append(row)
     for path, group in groups.items():
-        store.write_table(path, pd.DataFrame(group))
+        store.write_table(path, pd.DataFrame(group), pandas_metadata=False)
     return list(groups)
 
 

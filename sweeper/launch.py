@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import socket
+import sys
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -254,12 +257,46 @@ def check_address(address: str | None) -> None:
     host, _, port = address.removeprefix("ray://").rpartition(":")
     try:
         with socket.create_connection((host, int(port)), timeout=5):
-            return
+            pass
     except (OSError, ValueError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err) or type(err).__name__
         raise StudyError(
             f"--address {address}: no Ray cluster answers there ({reason}); check the address, or `ray up` the cluster"
         ) from None
+    if address.startswith("ray://"):
+        return  # Ray Client: its server answers the connection itself
+    import grpc  # Ray's own dependency: a Ray head's GCS is a gRPC server
+
+    channel = grpc.insecure_channel(f"{host}:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=GCS_PROBE_S)
+    except grpc.FutureTimeoutError:
+        raise StudyError(
+            f"--address {address}: something listens there, but no Ray head answered within {GCS_PROBE_S:g} s "
+            "(no gRPC handshake); check the port (the head's GCS port, 6379 by default)"
+        ) from None
+    finally:
+        channel.close()
+
+
+GCS_PROBE_S = 5.0
+
+
+@contextlib.contextmanager
+def stderr_into(path: Path):
+    """Send this process's stderr (file descriptor 2: Ray's C++ core writes its connection warnings there)
+    into `path` while the block runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "a") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def check_device(spec: StudySpec, configs: list[dict]) -> None:
@@ -362,7 +399,13 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, 
         level = logging.INFO if verbose else logging.ERROR  # ray.init sets Ray's logger level itself
         if starts_local_ray(address):
             loopback_only()
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=level)
+        log = spec.study_dir / "ray-connect.log"
+        try:
+            with contextlib.nullcontext() if verbose else stderr_into(log):
+                ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=level)
+        except ConnectionError as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise StudyError(f"cannot connect to Ray ({first}); Ray's messages are in {log}") from None
     check_resources(spec)
     if not exists:
         spec.store.write_text(STUDY_FILE, spec_yaml)

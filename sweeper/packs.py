@@ -23,6 +23,48 @@ def pack_groups(spec: StudySpec) -> list[list[dict[str, Any]]]:
     return [[trials[i] for i in group] for group in group_by_signature(cfgs, spec.pack.max_members)]
 
 
+def signature_fields(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted fields (outside the member fields) where two run configs differ: what splits them into packs."""
+    from anpyc_core.packing.signature import MEMBER_FIELDS
+
+    out = []
+    for key in sorted(set(a) | set(b)):
+        dotted = f"{prefix}{key}"
+        if dotted in MEMBER_FIELDS:
+            continue
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += signature_fields(x, y, f"{dotted}.")
+        elif x != y:
+            out.append(dotted)
+    return out
+
+
+def packing_plan(spec: StudySpec, max_members: int) -> str:
+    """`launch --dry-run`'s answer to "will this study be packed?": packs and members, or why not."""
+    from anpyc_core.packing.signature import pack_refusal
+
+    trials = spec.grid_trials()
+    cfgs = [validate_config(spec.run_config(t["ablation"], t["seed"], t["point"])) for t in trials]
+    groups = group_by_signature(cfgs, max_members)
+    sizes = sorted((len(g) for g in groups), reverse=True)
+    refusals = sorted({r for r in (pack_refusal(c) for c in cfgs) if r})
+    lines = [f"packing (max {max_members} members): {len(trials)} trials in {len(groups)} packs"]
+    if len(groups) < len(trials):
+        counts = ", ".join(f"{sizes.count(n)} of {n}" for n in sorted(set(sizes), reverse=True))
+        lines[0] += f" ({counts})"
+    else:
+        lines[0] += ": not packed, every trial runs alone"
+    lines += [f"  not packable: {r}" for r in refusals]
+    packable = [g for g in groups if pack_refusal(cfgs[g[0]]) is None]
+    if len(packable) > 1 and max_members > 1:
+        first = cfgs[packable[0][0]].model_dump(mode="json")
+        split = sorted({f for g in packable[1:] for f in signature_fields(first, cfgs[g[0]].model_dump(mode="json"))})
+        if split:
+            lines.append(f"  packs split by pack-signature fields: {', '.join(split)} (members must agree on them)")
+    return "\n".join(lines)
+
+
 def device_memory_bytes(cpu: float, gpu: float) -> int:
     """The trial's share of its device: its GPUs' memory, or its CPUs' share of this node's RAM."""
     if gpu > 0:

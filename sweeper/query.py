@@ -12,12 +12,8 @@ import yaml
 from anpyc_core.config import apply_overrides, parse_override, validate_config
 from anpyc_core.trainer import run_config
 from sweeper import results
-from sweeper.spec import StudySpec
+from sweeper.spec import QueryError, StudySpec
 from sweeper.tracking import TAG_ROLE, TAG_STUDY, TAG_TRIAL, tracking_client
-
-
-class QueryError(RuntimeError):
-    """Something asked for does not exist (exit code 2)."""
 
 
 def read_client(uri: str, what: str):
@@ -155,6 +151,16 @@ def list_studies(storage: str) -> list[dict]:
     return out
 
 
+def recorded_metrics(spec: StudySpec) -> list[str]:
+    """The validation metrics the study's finished trials record (a value in at least one row)."""
+    if not spec.store.exists("study.yaml"):
+        raise QueryError(f"study {spec.name}: not found in {spec.tune_storage} (check --storage)")
+    frame = results.read_trials(spec.store)
+    if frame.empty:
+        raise QueryError(f"study {spec.name}: no trial recorded in {spec.tune_storage} yet")
+    return sorted(c for c in frame.columns if c.startswith("val_") and frame[c].notna().any())
+
+
 def study_status(spec: StudySpec) -> dict:
     """Trial counts by status from trials.parquet and by run status from MLflow."""
     store = spec.store
@@ -168,8 +174,10 @@ def study_status(spec: StudySpec) -> dict:
         exp_id = study_experiment_id(client, spec)
         for run in client.search_runs([exp_id], filter_string=f"tags.{TAG_ROLE} = 'trial'", max_results=10000):
             mlflow_counts[run.info.status] = mlflow_counts.get(run.info.status, 0) + 1
-    except (QueryError, RuntimeError):
-        pass
+    except QueryError:
+        pass  # no MLflow record yet: the Parquet counts are all there is
+    except RuntimeError as err:  # a corrupt or unreachable tracking store is named, not hidden as {}
+        raise RuntimeError(f"study {spec.name}: {err}") from None
     return {
         "study": spec.name,
         "storage": spec.tune_storage,
@@ -201,8 +209,8 @@ def rerun_verdict(recorded: dict[str, float], new: dict[str, float]) -> str:
     return f"DIFFERENT (max rel {worst:.1e}; expected if --set changed the config)"
 
 
-def rerun(run_id: str, tracking_uri: str, overrides: list[str]) -> tuple[dict, dict, dict]:
-    """Run a tracked trial's exact config locally; returns (config, recorded metrics, new metrics)."""
+def recorded_run(run_id: str, tracking_uri: str, overrides: list[str]):
+    """A tracked trial's validated run config (with `overrides`) and its recorded final metrics."""
     client = read_client(tracking_uri, f"run {run_id}: not found")
     try:
         run = client.get_run(run_id)
@@ -214,9 +222,14 @@ def rerun(run_id: str, tracking_uri: str, overrides: list[str]) -> tuple[dict, d
         path = client.download_artifacts(run_id, "run_config.json", folder)
         cfg = json.loads(Path(path).read_text())
     cfg = apply_overrides(cfg, dict(parse_override(o) for o in overrides))
-    run_cfg = validate_config(cfg)
-    result = run_config(run_cfg)
     recorded = {k.removeprefix("final_"): v for k, v in run.data.metrics.items() if k.startswith("final_")}
+    return validate_config(cfg), recorded
+
+
+def rerun(run_id: str, tracking_uri: str, overrides: list[str]) -> tuple[dict, dict, dict]:
+    """Run a tracked trial's exact config locally; returns (config, recorded metrics, new metrics)."""
+    run_cfg, recorded = recorded_run(run_id, tracking_uri, overrides)
+    result = run_config(run_cfg)
     new = {
         f"{p}_{k}": v
         for p, block in (("test", result.metrics), ("val", result.val_metrics))

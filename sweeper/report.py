@@ -15,7 +15,7 @@ from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
 
 from sweeper import results  # noqa: E402
 from sweeper.generative_report import generative_section  # noqa: E402
-from sweeper.spec import StudySpec  # noqa: E402
+from sweeper.spec import QueryError, StudySpec  # noqa: E402
 
 
 def _numeric(series: pd.Series) -> pd.Series:
@@ -237,10 +237,10 @@ def _as_spec_value(raw, values: list):
 def write_report(spec: StudySpec) -> Path:
     """Write report.md and PNG figures into <study>/report; returns the markdown path."""
     if not spec.store.exists("study.yaml"):
-        raise RuntimeError(f"study {spec.name}: not found in {spec.tune_storage} (check --storage)")
+        raise QueryError(f"study {spec.name}: not found in {spec.tune_storage} (check --storage)")
     frame = results.read_trials(spec.store)
     if frame.empty:
-        raise RuntimeError(f"study {spec.name}: no trials.parquet in {spec.tune_storage} yet")
+        raise QueryError(f"study {spec.name}: no trial recorded in {spec.tune_storage} yet")
     out = spec.study_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     done = frame[frame["status"] == "FINISHED"]

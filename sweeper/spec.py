@@ -30,6 +30,10 @@ METRICS = [
 MAX_TRIALS_WITHOUT_YES = 200
 
 
+class QueryError(RuntimeError):
+    """Something asked for does not exist: a study never launched, a run id, a metric (exit code 2)."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -247,6 +251,10 @@ def parse_study(raw: dict[str, Any], origin: str = "study") -> StudySpec:
         spec = StudySpec.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(f"{origin}: {_format(err)}") from None
+    try:  # the base as written: a bad value the search happens to override is still a mistake in the file
+        validate_config(spec.base)
+    except ConfigError as err:
+        raise ConfigError(f"{origin}: base: {err}") from None
     for ablation in spec.ablations:
         points = spec.grid_points() if spec.searcher == "grid" else [corner_point(spec, i) for i in (0, 1)]
         for point in points or [{}]:

@@ -164,10 +164,14 @@ class StudyStore:
                 "restore it from a backup, or move it aside and run `launch --resume` to rebuild it"
             ) from None
 
-    def write_table(self, name: str, frame: pd.DataFrame) -> None:
-        """Write a Parquet table atomically."""
+    def write_table(self, name: str, frame: pd.DataFrame, pandas_metadata: bool = True) -> None:
+        """Write a Parquet table atomically (`pandas_metadata=False`: without pandas' schema note, which for a
+        one-row table of many columns is most of the file)."""
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if not pandas_metadata:
+            table = table.replace_schema_metadata(None)
         sink = io.BytesIO()
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink)
+        pq.write_table(table, sink)
         self.write_bytes(name, sink.getvalue())
 
     # ---------------------------------------------------------------- helpers

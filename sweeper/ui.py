@@ -15,7 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from sweeper.spec import StudySpec
+from sweeper.spec import QueryError, StudySpec
 from sweeper.tracking import TRIALS_VIEW
 
 BIN = Path(sys.executable).parent
@@ -29,7 +29,7 @@ def mlflow_command(spec: StudySpec, port: int) -> list[str]:
     """`mlflow server` on the study's local store, bound to 127.0.0.1, without job runner or telemetry."""
     db = spec.study_dir / "mlflow.db"
     if not db.exists():
-        raise UIError(f"study {spec.name}: no MLflow store at {db} (launch it first, or check --storage)")
+        raise QueryError(f"study {spec.name}: no MLflow store at {db} (launch it first, or check --storage)")
     return [
         str(BIN / "mlflow"),
         "server",
@@ -54,7 +54,7 @@ def optuna_command(spec: StudySpec, port: int) -> list[str]:
     if spec.searcher != "optuna":
         raise UIError(f"study {spec.name}: --optuna needs an Optuna study (this one is searcher: {spec.searcher})")
     if not db.exists():
-        raise UIError(f"study {spec.name}: no Optuna storage at {db} (launch it first, or check --storage)")
+        raise QueryError(f"study {spec.name}: no Optuna storage at {db} (launch it first, or check --storage)")
     return [str(BIN / "optuna-dashboard"), f"sqlite:///{db}", "--host", "127.0.0.1", "--port", str(port), "--quiet"]
 
 
