@@ -65,6 +65,16 @@ GENERATIVE_METHODS = ("sgd", "ewc", "mas", "anpyc", "regularised", "joint", "dgr
 GENERATIVE_IMPORTANCES = ("anpyc", "mas", "ewc", "magnitude", "random")
 
 
+#: named initialisations (`model.init`); anything else must be a path to a state dict file
+INIT_NAMES = ("auto", "default", "torchvision", "reference")
+CNN_ARCHS = ("vgg9", "lenet", "resnet18")
+
+
+def _looks_like_path(text: str) -> bool:
+    """A `model.init` value that names a file: a folder in it, a home folder, or a file name with a suffix."""
+    return "/" in text or text.startswith("~") or "." in Path(text).name
+
+
 def _changed(section: BaseModel, *names: str) -> list[str]:
     """Which of `names` hold other than their defaults (a dumped and re-read config sets every field)."""
     fields = type(section).model_fields
@@ -179,9 +189,11 @@ class ModelConfig(_Section):
     arch: Arch = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [512, 256], min_length=1)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    #: `default`: PyTorch's init; `reference`: the authors' code (truncated normal, std 0.1, biases 0.1);
-    #: or the path of a local state dict (e.g. converted pretrained weights)
-    init: str = Field("default", min_length=1)
+    #: `auto` (resolved at validation): `default` for the MLP and generative models, `torchvision` for the CNNs;
+    #: `default`: PyTorch's own init; `torchvision`: as torchvision's models (He/Kaiming for ReLU convs, linear
+    #: layers N(0, 0.01), batch norm 1/0; ResNet-18 keeps torchvision's own), CNNs only; `reference`: the authors'
+    #: code (truncated normal, std 0.1, biases 0.1); or the path of a local state dict (e.g. converted weights)
+    init: str = Field("auto", min_length=1)
     #: batch-norm running statistics of the CNNs: one set per task, or one shared set (plain PyTorch)
     bn_stats: Literal["per_task", "shared"] = "per_task"
 
@@ -199,6 +211,17 @@ class ModelConfig(_Section):
         bad = [w for w in self.hidden if w <= 0]
         if bad:
             raise ValueError(f"model.hidden: widths must be positive integers (got {self.hidden})")
+        if self.init == "auto":  # a config dumped before `auto` existed says `default`: it keeps PyTorch's init
+            self.init = "torchvision" if self.arch in CNN_ARCHS else "default"
+        elif self.init not in INIT_NAMES and not _looks_like_path(self.init):
+            raise ValueError(
+                f"model.init: {self.init!r} is not one of {', '.join(INIT_NAMES)}, nor a path to a state dict file"
+            )
+        if self.init == "torchvision" and self.arch not in CNN_ARCHS:
+            raise ValueError(
+                f"model.init: torchvision initialises the CNNs ({', '.join(CNN_ARCHS)}); model.arch {self.arch} "
+                "takes default, reference or a state dict file"
+            )
         return self
 
 
@@ -225,6 +248,9 @@ class StrategyConfig(_Section):
     #: `free`: task 1's rounds also free every weight with Ω = 0 (the paper's rule; it cascades);
     #: `rank`: Ω = 0 weights compete like the others and a round frees exactly its percentage
     zero_importance: Literal["free", "rank"] = "free"
+    #: points of the task's validation accuracy one pruning round may cost: a round that costs more is undone
+    #: (weights and free set of the last round within it) and the task's rounds stop; None: the fixed schedule
+    prune_tolerance: float | None = Field(None, ge=0.0, le=100.0)
     prune_last: bool = False
     xdg_gate: float = Field(0.8, ge=0.0, lt=1.0)
     lwf_alpha: float = Field(1.0, ge=0.0)
@@ -317,6 +343,8 @@ class RunConfig(_Section):
         out = handler(self)
         if self.model.arch not in GENERATIVE_ARCHS and isinstance(out, dict):
             out.pop("generative", None)
+        if isinstance(out, dict) and self.strategy.prune_tolerance is None:  # run ids from before the option
+            out.get("strategy", {}).pop("prune_tolerance", None)
         return out
 
     @property

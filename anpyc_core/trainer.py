@@ -74,6 +74,8 @@ class RunResult:
     joint_reference: dict | None = field(default=None)
     #: generative runs: FID (and ELBO) matrices shaped like acc_matrix
     extra_matrices: dict[str, list[list[float]]] | None = field(default=None)
+    #: one line per pruning round that cost more validation accuracy than allowed (see `RoundGuard`)
+    prune_flags: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """A JSON-ready dict."""
@@ -144,6 +146,7 @@ class CheckpointFiles:
             "acc_matrix": self.acc_matrix,
             "val_acc_matrix": self.val_acc_matrix,
             "task_seconds": self.task_seconds,
+            "prune_flags": list(getattr(self, "prune_flags", [])),
             "strategy": self.strategy.state_dict(),
             **self.extra_state(),
         }
@@ -164,6 +167,7 @@ class CheckpointFiles:
         self.acc_matrix = [list(r) for r in state["acc_matrix"]]
         self.val_acc_matrix = [list(r) for r in state["val_acc_matrix"]]
         self.task_seconds = list(state["task_seconds"])
+        self.prune_flags = list(state.get("prune_flags", []))  # checkpoints from before the guard have none
 
     def save_checkpoint(self, path: str | Path) -> Path:
         """Write the checkpoint atomically (temp file + rename): never a torn file."""
@@ -198,6 +202,7 @@ class Trainer(CheckpointFiles):
         self.next_task = 0
         self.task, self.initial_phase, self.stability = 0, True, None
         self.task_seconds: list[float] = []
+        self.prune_flags: list[str] = []
         self.acc_matrix = [self.evaluate("test")]
         self.val_acc_matrix = [self.evaluate("val")]
 
@@ -237,6 +242,7 @@ class Trainer(CheckpointFiles):
         record = TaskRecord(finished, len(self.tasks), acc_row, val_row, seconds, loss, penalty, counts)
         record.stability = self.stability
         record.rounds = list(getattr(self.strategy, "round_stats", []))
+        self.prune_flags += [r["flag"] for r in record.rounds if "flag" in r]
         return record
 
     def _run_sequential_task(self, t: int) -> float:
@@ -269,9 +275,24 @@ class Trainer(CheckpointFiles):
         if not self.strategy.skip_initial_training(t):
             fit(self.cfg.optim.epochs, self.cfg.optim.patience)
         self.initial_phase = False
-        self.strategy.after_training(t, Phase(task, opt, fit))
+        self.strategy.after_training(t, self._phase(t, task, opt, fit))
         self.strategy.after_task(t, task)
         return last_loss
+
+    def _phase(self, t: int, task, opt, fit) -> Phase:
+        """What the strategy's rounds may use: more epochs, task t's validation accuracy, the weights."""
+
+        def score() -> float:
+            was_training = self.model.training
+            self.model.eval()
+            value = accuracy(self.model, task.val, task.index)
+            self.model.train(was_training)
+            return value
+
+        def save() -> dict:
+            return {k: v.clone() for k, v in self.model.state_dict().items()}
+
+        return Phase(task, opt, fit, score=score, save=save, restore=self.model.load_state_dict, progress=self.progress)
 
     def _optimizer(self, params) -> torch.optim.Optimizer:
         o = self.cfg.optim
@@ -394,6 +415,7 @@ class Trainer(CheckpointFiles):
             seconds=sum(self.task_seconds),
             task_seconds=self.task_seconds,
             joint_reference=self.joint_reference,
+            prune_flags=list(self.prune_flags),
         )
 
 

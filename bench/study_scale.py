@@ -8,7 +8,8 @@
    the final row), timed for `--probe` new trials of 3 tasks in a study that already holds N finished
    trials (their Parquet rows and MLflow runs written beforehand), for the fragment layout and for the old
    layout (each write a read-modify-write of the whole table, replayed here as it was). Also: bytes written
-   per trial, `compact`, and `status` / `best --top 5` on the N-trial study.
+   per trial, `compact`, and the command-line `status`, `best --top 5`, `report` and `rerun --dry-run` on the
+   N-trial study (fresh processes, as a user runs them).
 2. Ray (`--ray N`): a real study of N tiny trials through Ray Tune (digits, one 16-unit layer, 1 epoch,
    2 tasks): the driver's CPU seconds per trial, wall time against the sum of trial times, peak RSS.
 
@@ -160,7 +161,6 @@ def folder_bytes(store: StudyStore) -> int:
 def probe_layers(n: int, storage: str, layout: str, tracking: str, probe: int, work: Path) -> dict:
     """Per-trial driver seconds for `probe` new trials in a study of `n` finished ones."""
     from sweeper.launch import spec_text
-    from sweeper.query import best_configs, study_status
     from sweeper.tracking import StudyRecorder
 
     name = f"scale_{n}"
@@ -194,9 +194,26 @@ def probe_layers(n: int, storage: str, layout: str, tracking: str, probe: int, w
 
     StudyStore.read_bytes = timed_read
     times = []
+    # trial ids unique per storage and layout: the rows of one N share an MLflow store, and a trial id that
+    # store already holds is a replay, which the recorder (rightly) records nothing for
+    row_storage = "s3" if "://" in storage else "folder"
     with old_layout() if layout == "old" else contextlib.nullcontext():
+        writers = results.write_task, results.write_trial  # this layout's (timed whole: encode, merge, I/O)
+
+        def timed(fn):
+            def call(*args):
+                start = time.perf_counter()
+                try:
+                    return fn(*args)
+                finally:
+                    parquet_s["write"] += time.perf_counter() - start
+
+            return call
+
+        parquet_s["write"] = 0.0
+        results.write_task, results.write_trial = (timed(f) for f in writers)
         for j in range(probe):
-            one = trial(f"new_{layout}_{j:04d}", (0.05, 0.1)[j % 2])
+            one = trial(f"new_{row_storage}_{layout}_{j:04d}", (0.05, 0.1)[j % 2])
             start = time.perf_counter()
             recorder.on_trial_start(0, [], one)
             for k in range(1, TASKS + 1):
@@ -206,24 +223,36 @@ def probe_layers(n: int, storage: str, layout: str, tracking: str, probe: int, w
             times.append(time.perf_counter() - start)
             if j == 1:  # the first two warm caches (imports, matplotlib): not counted
                 written[:] = [0, 0.0]
-                parquet_s["read"] = 0.0
+                parquet_s.update(read=0.0, write=0.0)
+        results.write_task, results.write_trial = writers
     StudyStore.write_bytes, StudyStore.read_bytes = real_write, real_read
     row = {"trials": n, "storage": storage.split(":")[0] if "://" in storage else "folder", "layout": layout}
     row["setup_s"] = setup_s
     row["per_trial_s"] = sum(times[2:]) / len(times[2:])  # the first two warm caches (imports, matplotlib)
     counted = probe - 2
     row["bytes_per_trial"] = written[0] / counted  # Parquet bytes written (MLflow's own files not counted)
-    row["parquet_s"] = (written[1] + parquet_s["read"]) / counted  # reading and writing the Parquet files
+    row["parquet_s"] = parquet_s["write"] / counted  # the results writers: frames, Parquet encoding, reads, I/O
     if layout == "new":
         start = time.perf_counter()
         results.compact(store)
         row["compact_s"] = time.perf_counter() - start
-        start = time.perf_counter()
-        study_status(spec)
-        row["status_s"] = time.perf_counter() - start
-        start = time.perf_counter()
-        best_configs(spec, 5)
-        row["best_s"] = time.perf_counter() - start
+        study_file = work / f"{name}_{row['storage']}.yaml"
+        study_file.write_text(yaml.safe_dump(study_raw(name, location, tracking)))
+        run_id = recorder.runs[one.trial_id]
+        verbs = {
+            "status": ["status"],
+            "best": ["best", "--top", "5"],
+            "report": ["report"],
+            "rerun_dry": ["rerun", run_id, "--dry-run", "--study"],
+        }
+        for key, verb in verbs.items():  # as a user runs them: a fresh process, imports included
+            start = time.perf_counter()
+            proc = subprocess.run(
+                [str(BIN / "anpyc-sweep"), *verb, str(study_file)], capture_output=True, text=True, timeout=600
+            )
+            row[f"{key}_s"] = time.perf_counter() - start
+            if proc.returncode != 0:
+                print(f"{key}: exit {proc.returncode}: {proc.stderr.strip()[-300:]}", flush=True)
     return row
 
 
@@ -365,15 +394,17 @@ def write_docs(rows: list[dict], ray_rows: list[dict], argv: str) -> None:
         "report per task, final metrics, matrices, heatmap, final row), timed in a study already holding N",
         "finished trials. *old*: the previous layout (every write rewrites the whole table), in the same run.",
         "",
-        "| N trials | storage | layout | driver s per trial | ratio to smallest N | of which Parquet I/O s | "
-        "Parquet bytes written per trial | setup s | compact s | status s | best s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| N trials | storage | layout | driver s per trial | ratio to smallest N | of which results tables s | "
+        "Parquet bytes written per trial | setup s | compact s | `status` s | `best --top 5` s | `report` s | "
+        "`rerun --dry-run` s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     first = {}
     for r in rows:
         key = (r["storage"], r["layout"])
         first.setdefault(key, r["per_trial_s"])
-        extra = [f"{r[k]:.2f}" if k in r else "-" for k in ("compact_s", "status_s", "best_s")]
+        timed = ("compact_s", "status_s", "best_s", "report_s", "rerun_dry_s")
+        extra = [f"{r[k]:.2f}" if k in r else "-" for k in timed]
         lines.append(
             f"| {r['trials']:,} | {r['storage']} | {r['layout']} | {r['per_trial_s']:.3f} | "
             f"{r['per_trial_s'] / first[key]:.2f} | {r['parquet_s']:.3f} | {r['bytes_per_trial'] / 1024:.1f} KiB | "

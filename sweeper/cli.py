@@ -555,7 +555,8 @@ def best(
     typer.echo(f"{'rank':<5}{'ablation':<18}{head}{'n':>4}  params")
     for i, r in enumerate(rows, 1):
         cells = "".join(f"{fmt_mean_std(r[m], r[m + '_std']):>20}" for m in [*metrics, "test_acc"])
-        typer.echo(f"{i:<5}{r['ablation']:<18}{cells}{r['n']:>4}  {r['params']}")
+        flag = f"  [pruning flagged in {r['flagged']} trial(s)]" if r.get("flagged") else ""
+        typer.echo(f"{i:<5}{r['ablation']:<18}{cells}{r['n']:>4}  {r['params']}{flag}")
 
 
 def fmt_mean_std(mean: float | None, std: float | None) -> str:

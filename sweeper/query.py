@@ -79,9 +79,18 @@ def best_configs(spec: StudySpec, top: int | None = None) -> list[dict]:
     are the Pareto set of the means (none is better in every objective), ranked by the first."""
     client = read_client(spec.resolved_tracking_uri(), f"study {spec.name}")
     exp_id = study_experiment_id(client, spec)
-    runs = client.search_runs(
-        [exp_id], filter_string=f"tags.{TAG_ROLE} = 'trial' and attributes.status = 'FINISHED'", max_results=50000
-    )
+    runs, token = [], None
+    while True:  # paged: a study may hold more runs than one page
+        page = client.search_runs(
+            [exp_id],
+            filter_string=f"tags.{TAG_ROLE} = 'trial' and attributes.status = 'FINISHED'",
+            max_results=50000,
+            page_token=token,
+        )
+        runs += page
+        token = page.token
+        if not token:
+            break
     metrics = [o.metric for o in spec.objectives]
     groups: dict[str, dict] = {}
     for run in runs:
@@ -91,8 +100,9 @@ def best_configs(spec: StudySpec, top: int | None = None) -> list[dict]:
         params = {k: _typed(run.data.params.get(k)) for k in spec.search}
         ablation = run.data.tags.get("ablation")
         key = json.dumps([ablation, params], sort_keys=True, default=str)
-        group = groups.setdefault(key, {"ablation": ablation, "params": params, "runs": []})
+        group = groups.setdefault(key, {"ablation": ablation, "params": params, "runs": [], "flagged": 0})
         group["runs"].append((int(run.data.tags.get("seed", -1)), run.info.run_id, values))
+        group["flagged"] += "prune_flag" in run.data.tags
     out = []
     for group in groups.values():
         trials = sorted(group.pop("runs"))
@@ -168,12 +178,21 @@ def study_status(spec: StudySpec) -> dict:
         raise QueryError(f"study {spec.name}: not found in {spec.tune_storage} (check --storage)")
     frame = results.read_trials(store)
     by_status = frame["status"].value_counts().to_dict() if len(frame) else {}
+    flagged = int((frame["prune_flags"].fillna(0) > 0).sum()) if "prune_flags" in frame else 0
     mlflow_counts: dict[str, int] = {}
     try:
         client = read_client(spec.resolved_tracking_uri(), f"study {spec.name}")
         exp_id = study_experiment_id(client, spec)
-        for run in client.search_runs([exp_id], filter_string=f"tags.{TAG_ROLE} = 'trial'", max_results=10000):
-            mlflow_counts[run.info.status] = mlflow_counts.get(run.info.status, 0) + 1
+        token = None
+        while True:  # paged: a study may hold more runs than one page
+            page = client.search_runs(
+                [exp_id], filter_string=f"tags.{TAG_ROLE} = 'trial'", max_results=10000, page_token=token
+            )
+            for run in page:
+                mlflow_counts[run.info.status] = mlflow_counts.get(run.info.status, 0) + 1
+            token = page.token
+            if not token:
+                break
     except QueryError:
         pass  # no MLflow record yet: the Parquet counts are all there is
     except RuntimeError as err:  # a corrupt or unreachable tracking store is named, not hidden as {}
@@ -184,6 +203,7 @@ def study_status(spec: StudySpec) -> dict:
         "expected_trials": spec.trial_count(),
         "parquet": {k: int(v) for k, v in by_status.items()},
         "mlflow": mlflow_counts,
+        "pruning_flagged": flagged,  # trials with a pruning round that cost more accuracy than allowed
     }
 
 

@@ -340,6 +340,9 @@ class StudyRecorder(Callback):
             self.client.log_batch(run_id, metrics=final)
             if "fid_features" in result:
                 self.client.set_tag(run_id, "fid_features", str(result["fid_features"])[:4000])
+            if result.get("prune_flags"):  # a pruning round cost more accuracy than allowed: visible, not hidden
+                flag = f"{result['prune_flags']} round(s): {result.get('prune_flag', '')}"
+                self.client.set_tag(run_id, "prune_flag", flag[:4000])
         status = "FINISHED" if "acc_matrix" in result else "STOPPED"  # STOPPED: early-stopped by ASHA
         self._terminate(run_id, "FINISHED")
         self._write_trial_row(trial, run_id, status, result, error=None)
@@ -412,6 +415,8 @@ class StudyRecorder(Callback):
             "mlflow_run_id": run_id,
             "tasks_done": int(result.get("task", 0)),
             "seconds": float(result.get("seconds", float("nan"))),
+            "prune_flags": int(result.get("prune_flags", 0)),
+            "prune_flag": result.get("prune_flag"),
         }
         generative = cfg.get("model", {}).get("arch") in GENERATIVE_ARCHS
         for split in ("val", "test"):

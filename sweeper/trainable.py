@@ -145,6 +145,9 @@ def task_report(trainer: Trainer, record, resumed_from: int, history: list[dict]
             metrics["fid_features"] = result.fingerprint["features"]
         metrics["seconds"] = result.seconds
         metrics["run_config"] = json.dumps(result.config)
+        metrics["prune_flags"] = len(result.prune_flags)  # rounds that cost more accuracy than allowed
+        if result.prune_flags:
+            metrics["prune_flag"] = result.prune_flags[0]
     return metrics
 
 

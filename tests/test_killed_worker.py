@@ -18,7 +18,9 @@ import mlflow
 import pandas as pd
 import pytest
 
+from sweeper import results
 from sweeper.spec import parse_study
+from sweeper.storage import StudyStore
 from sweeper.tracking import TAG_ROLE
 
 HEAD, NODE_A, NODE_B, PORT = "127.0.0.2", "127.0.0.3", "127.0.0.4", 6391
@@ -106,12 +108,13 @@ def test_killed_worker_node_trials_resume_from_checkpoints_exactly_once(tmp_path
     driver = subprocess.Popen(
         [sys.executable, "-c", driver_code], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    tasks_path = spec.study_dir / "tasks.parquet"
+    store = StudyStore(str(spec.study_dir))
     deadline = time.time() + 240
     while time.time() < deadline and driver.poll() is None:  # two trials past task 2, none finished
-        if tasks_path.exists():
-            done = pd.read_parquet(tasks_path).groupby("trial_id")["after_task"].max()
-            if (done >= 2).sum() >= 2 and not (spec.study_dir / "trials.parquet").exists():
+        tasks = results.read_tasks(store)
+        if len(tasks):
+            done = tasks.groupby("trial_id")["after_task"].max()
+            if (done >= 2).sum() >= 2 and results.read_trials(store).empty:
                 break
         time.sleep(0.3)
     assert driver.poll() is None, "the study ended before the worker could be killed"
@@ -140,7 +143,7 @@ def test_killed_worker_node_trials_resume_from_checkpoints_exactly_once(tmp_path
 
     trials = pd.read_parquet(spec.study_dir / "trials.parquet")
     assert len(trials) == 4 and trials["trial_id"].is_unique and set(trials["status"]) == {"FINISHED"}
-    tasks = pd.read_parquet(tasks_path)
+    tasks = pd.read_parquet(spec.study_dir / "tasks.parquet")
     assert len(tasks) == 4 * 8 * 8 * 2
     assert not tasks.duplicated(["trial_id", "after_task", "eval_task", "split"]).any()
     client = mlflow.tracking.MlflowClient(spec.resolved_tracking_uri())

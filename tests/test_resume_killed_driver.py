@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from sweeper import results
 from sweeper.launch import launch, spec_text
 from sweeper.spec import parse_study
+from sweeper.storage import StudyStore
 from sweeper.tracking import TAG_ROLE
 
 STUDY = {
@@ -36,17 +38,19 @@ def cli(*args):
 
 
 def finished_rows(folder):
-    path = folder / "trials.parquet"
-    return len(pd.read_parquet(path)) if path.exists() else 0
+    """Trials recorded so far (compacted file and fragments, as every reader sees them)."""
+    return len(results.read_trials(StudyStore(str(folder))))
 
 
 def running_past(folder, task):
     """Whether some trial that has not finished has reported `task` or more."""
-    path = folder / "tasks.parquet"
-    if not path.exists():
+    store = StudyStore(str(folder))
+    tasks = results.read_tasks(store)
+    if tasks.empty:
         return False
-    done = pd.read_parquet(path).groupby("trial_id")["after_task"].max()
-    finished = set(pd.read_parquet(folder / "trials.parquet")["trial_id"]) if finished_rows(folder) else set()
+    done = tasks.groupby("trial_id")["after_task"].max()
+    trials = results.read_trials(store)
+    finished = set(trials["trial_id"]) if len(trials) else set()
     return any(t not in finished and n >= task for t, n in done.items())
 
 
@@ -81,6 +85,8 @@ def test_killed_driver_resumes_with_exact_counts_and_identical_metrics(tmp_path,
     tasks = pd.read_parquet(spec.study_dir / "tasks.parquet")
     assert len(tasks) == 6 * 8 * 8 * 2
     assert not tasks.duplicated(["trial_id", "after_task", "eval_task", "split"]).any()
+    for table in results.TABLES:  # the launch ended by compacting: the files above are every row, once
+        assert StudyStore(str(spec.study_dir)).list_files(table.name) == [], table.name
     client = mlflow.tracking.MlflowClient(spec.resolved_tracking_uri())
     exp = client.get_experiment_by_name(spec.name)
     runs = client.search_runs([exp.experiment_id], max_results=100)

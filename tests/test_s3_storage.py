@@ -129,6 +129,14 @@ def keys(s3, prefix: str = "") -> list[str]:
     return out
 
 
+def trials_recorded(s3) -> int:
+    """Trials the study has recorded so far: its compacted trials.parquet and its trial fragments."""
+    compacted = table(s3, "trials.parquet")
+    ids = set() if compacted is None else set(compacted["trial_id"])
+    ids |= {key.rsplit("/", 1)[-1].removesuffix(".parquet") for key in keys(s3, PREFIX + "trials/")}
+    return len(ids)
+
+
 def table(s3, name: str) -> pd.DataFrame | None:
     """A Parquet table of the study, read straight from the bucket (None if not written yet)."""
     try:
@@ -299,8 +307,7 @@ def study(s3, mlflow_server, study_file):
     assert family and driver.returncode == -signal.SIGKILL, (
         f"the first launch ended (rc {driver.returncode}) before it was killed:\n{log_a[-3000:]}"
     )
-    finished_at_kill = table(s3, "trials.parquet")
-    finished_at_kill = 0 if finished_at_kill is None else len(finished_at_kill)
+    finished_at_kill = trials_recorded(s3)
     assert finished_at_kill < 2, "both trials finished before the kill: nothing left to resume"
 
     head_b = Cli(base / "head-b", storage, mlflow_uri)

@@ -21,6 +21,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from sweeper import results
+from sweeper.storage import StudyStore
+
 BIN = Path(sys.executable).parent
 TASKS = 5
 STUDY = {
@@ -66,10 +69,11 @@ def test_tracking_server_lost_mid_study_is_one_line_and_resume_loses_nothing(tmp
         launch, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     tasks = tmp_path / "out" / "outage" / "tasks.parquet"
+    store = StudyStore(str(tmp_path / "out" / "outage"))
     try:
         deadline = time.time() + 240
         while time.time() < deadline and driver.poll() is None:
-            if tasks.exists() and pd.read_parquet(tasks)["after_task"].max() >= 1:
+            if len(results.read_tasks(store)):  # a first task is recorded (a fragment)
                 break
             time.sleep(0.2)
         assert driver.poll() is None, "the study ended before the server could be stopped"

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from anpyc_core.models.cnn import ARCH_INPUT, MultiHeadCNN, TaskBatchNorm2d, input_refusal
+from anpyc_core.models.cnn import ARCH_INPUT, MultiHeadCNN, TaskBatchNorm2d, input_refusal, torchvision_init
 from anpyc_core.models.mlp import MultiHeadMLP, reference_init, xdg_gates
 
 ContinualModel = MultiHeadMLP | MultiHeadCNN
@@ -32,6 +32,8 @@ def build_model(cfg, image_shape: tuple[int, int, int], head_sizes: list[int]) -
         widths = model.unit_widths()
     if cfg.model.init == "reference":
         reference_init(model)
+    elif cfg.model.init == "torchvision":
+        torchvision_init(model)
     elif cfg.model.init != "default":
         load_init(model, cfg.model.init)
     if cfg.strategy.method == "hat":

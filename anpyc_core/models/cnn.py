@@ -137,6 +137,27 @@ def _per_task_batch_norm(module: nn.Module, num_tasks: int) -> None:
             _per_task_batch_norm(child, num_tasks)
 
 
+@torch.no_grad()
+def torchvision_init(model: nn.Module) -> None:
+    """Initialise as torchvision's models do: He/Kaiming normal (fan out, ReLU gain) for convolutions, N(0, 0.01)
+    for linear layers, biases 0, batch norm weight 1 and bias 0 (its VGG's rule). ResNet-18's trunk is built by
+    torchvision and keeps torchvision's own init; its heads keep PyTorch's, as torchvision's `fc` does."""
+    resnet = getattr(model, "arch", None) == "resnet18"
+    for name, layer in model.named_modules():
+        if resnet and name.startswith(("trunk", "heads")):
+            continue
+        if isinstance(layer, nn.Conv2d):
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+        elif isinstance(layer, nn.Linear):
+            nn.init.normal_(layer.weight, 0.0, 0.01)
+            nn.init.zeros_(layer.bias)
+        elif isinstance(layer, nn.BatchNorm2d | TaskBatchNorm2d) and getattr(layer, "weight", None) is not None:
+            nn.init.ones_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+
 class MultiHeadCNN(nn.Module):
     """A CNN trunk shared by all tasks and one head per task (the same interface as `MultiHeadMLP`)."""
 

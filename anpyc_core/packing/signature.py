@@ -58,6 +58,11 @@ def pack_refusal(cfg: RunConfig) -> str | None:
     if cfg.model.arch != "mlp":
         why = "stacked convolutions are not built"
         return f"model.arch: {cfg.model.arch!r} is not packable ({why}); it runs one trial per process"
+    if cfg.strategy.prune_tolerance is not None:
+        return (
+            "strategy.prune_tolerance: undoing a pruning round is not packable (a member would rewind alone); "
+            "it runs one trial per process"
+        )
     if cfg.optim.optimizer != "sgd":
         return f"optim.optimizer: {cfg.optim.optimizer!r} is not packable (only sgd); it runs one trial per process"
     return None

@@ -30,6 +30,7 @@ from anpyc_core.packing.signature import pack_refusal, pack_signature
 from anpyc_core.packing.stacked import StackedMLP
 from anpyc_core.schedule import DIVERGENCE_LIMIT, learning_rate, stability_numbers
 from anpyc_core.strategies import Strategy
+from anpyc_core.strategies.base import RoundGuard
 from anpyc_core.trainer import (
     Patience,
     Progress,
@@ -154,6 +155,7 @@ class PackedTrainer:
         self._fit(t, initial, self.cfgs[0].optim.epochs, opt, epochs, self.cfgs[0].optim.patience)
         self.initial_phase = False
         rounds = {k: self.members[k].strategy.pruning_rounds(t) for k in self.live()}
+        guards = {k: self._round_guard(k, t) for k, v in rounds.items() if v}
         for r in range(max((len(v) for v in rounds.values()), default=0)):
             active = [k for k in self.live() if len(rounds[k]) > r]
             for k in active:
@@ -161,10 +163,20 @@ class PackedTrainer:
                 view = opt.member_view(k, self.stack.slot)
                 member.strategy.begin_round(t, r, rounds[k][r], member.tasks.tasks[t], view)
             self._fit(t, active, self.cfgs[0].optim.retrain_epochs, opt, epochs)
+            for k in active:
+                if self.diverged[k] is None:
+                    guards[k].keep(t, r)  # accuracy per round, and the warning line (no undo in a pack)
         for k in self.live():
             self.members[k].strategy.end_rounds(t)
             self.members[k].strategy.after_task(t, self.members[k].tasks.tasks[t])
         return self._finish_task(t, time.perf_counter() - start)
+
+    def _round_guard(self, k: int, t: int) -> RoundGuard:
+        """Member k's pruning-round guard for task t: measures and reports, as its sequential run does."""
+        member = self.members[k]
+        phase = member._phase(t, member.tasks.tasks[t], None, None)
+        phase.progress = lambda msg: self.progress(f"member {k}: {msg}")
+        return RoundGuard(member.strategy, phase, None)
 
     def _begin_task(self, t: int, live: list[int]) -> None:
         """Per-member generators of task t and the sequential run's requires_grad flags."""
@@ -284,6 +296,7 @@ class PackedTrainer:
             records[k] = TaskRecord(t + 1, self.num_tasks, acc_row, val_row, share, loss, penalty, counts)
             records[k].stability = self.stability.get(k)
             records[k].rounds = list(getattr(m.strategy, "round_stats", []))
+            m.prune_flags += [r["flag"] for r in records[k].rounds if "flag" in r]
         self.next_task = t + 1
         done = [r.acc_row[t] for r in records if r is not None]
         mean = sum(done) / len(done) if done else float("nan")

@@ -24,6 +24,12 @@ class Phase:
     task: Task
     optimizer: torch.optim.Optimizer
     fit: Callable[[int], None]
+    #: the task's validation accuracy (%) now, a copy / restore of the model's weights, and the console
+    #: (what the pruning rounds' guard uses)
+    score: Callable[[], float] | None = None
+    save: Callable[[], dict] | None = None
+    restore: Callable[[dict], None] | None = None
+    progress: Callable[[str], None] = print
 
 
 class TensorStore(nn.Module):
@@ -88,11 +94,25 @@ class Strategy(nn.Module):
         """Called after every optimiser step."""
 
     def after_training(self, task: int, phase: Phase) -> None:
-        """Called after the initial training phase: runs the pruning rounds, each then retrained."""
-        for index, percent in enumerate(self.pruning_rounds(task)):
+        """Called after the initial training phase: runs the pruning rounds, each then retrained, measuring
+        the task's validation accuracy after each; with `prune_tolerance`, a round that costs more is undone
+        and ends the task's rounds."""
+        rounds = self.pruning_rounds(task)
+        tolerance = self.cfg.strategy.prune_tolerance
+        guard = RoundGuard(self, phase, tolerance) if rounds and phase.score is not None else None
+        for index, percent in enumerate(rounds):
             self.begin_round(task, index, percent, phase.task, phase.optimizer)
             phase.fit(self.cfg.optim.retrain_epochs)
+            if guard is not None and not guard.keep(task, index):
+                break
         self.end_rounds(task)
+
+    def round_mask(self) -> dict[str, torch.Tensor] | None:
+        """The free set chosen so far in this task's rounds (None for strategies without rounds)."""
+        return None
+
+    def restore_round_mask(self, mask: dict[str, torch.Tensor] | None) -> None:
+        """Go back to a free set `round_mask` returned (undoing later rounds)."""
 
     def pruning_rounds(self, task: int) -> list[float]:
         """The pruning percentages of `task`'s rounds (none by default)."""
@@ -137,3 +157,58 @@ class Strategy(nn.Module):
     def importance(self) -> dict[str, torch.Tensor] | None:
         """The accumulated importance Ω per trunk parameter, or None for methods without one."""
         return None
+
+
+#: a pruning round that costs more validation points than this is reported even without `prune_tolerance`
+ROUND_WARNING_POINTS = 10.0
+
+
+class RoundGuard:
+    """Measures the task's validation accuracy around each pruning round: every round's accuracy goes into its
+    `round_stats` entry; a round that costs more than the tolerance (or ROUND_WARNING_POINTS) is reported in one
+    line and flagged; with `prune_tolerance` it is undone (weights, free set) and the rounds stop."""
+
+    def __init__(self, strategy: Strategy, phase: Phase, tolerance: float | None) -> None:
+        self.strategy, self.phase, self.tolerance = strategy, phase, tolerance
+        self.limit = tolerance if tolerance is not None else ROUND_WARNING_POINTS
+        self.last = phase.score()
+        self.start = self.last
+        self.kept = (phase.save(), strategy.round_mask()) if tolerance is not None else None
+
+    def keep(self, task: int, index: int) -> bool:
+        """After round `index` was retrained: record it; False when it was undone and the rounds must stop."""
+        now = self.phase.score()
+        stats = self.strategy.round_stats[-1] if getattr(self.strategy, "round_stats", None) else {}
+        stats.update({"val_before": self.last, "val_acc": now})
+        cost, self.last = self.last - now, now
+        if cost <= self.limit:
+            if self.kept is not None:
+                self.kept = (self.phase.save(), self.strategy.round_mask())
+            return True
+        line = round_warning(self.strategy, task, index, stats, self.limit)
+        stats["flag"] = line
+        if self.tolerance is None:
+            self.phase.progress(f"warning: {line}")
+            return True
+        weights, mask = self.kept
+        self.phase.restore(weights)
+        self.strategy.restore_round_mask(mask)
+        stats["undone"] = True
+        kept = "from before its first round" if index == 0 else f"after round {index}"
+        self.phase.progress(
+            f"warning: {line}; undone (prune_tolerance {self.tolerance:g}): task {task + 1} keeps its weights "
+            f"{kept} and stops pruning"
+        )
+        return False
+
+
+def round_warning(strategy: Strategy, task: int, index: int, stats: dict, limit: float) -> str:
+    """'task 1 round 1: val 96.5 -> 50.0 % (more than 10 points); the {Omega = 0} rule freed 83 % of ...'."""
+    freed = sorted(((v, k.removeprefix("freed:")) for k, v in stats.items() if k.startswith("freed:")), reverse=True)
+    rule = "the {Ω = 0} rule" if strategy.cfg.strategy.zero_importance == "free" else "the rank rule"
+    top = ", ".join(f"{100 * v:.0f} % of {name}" for v, name in freed[:3])
+    return (
+        f"task {task + 1} round {index + 1}: val {stats['val_before']:.1f} -> {stats['val_acc']:.1f} % "
+        f"(more than {limit:g} points); {rule} freed {top}"
+    )
+

@@ -119,6 +119,17 @@ class Regularised(Strategy):
         zero_free_weights(self.params, self._current, optimizer)
         self._round_free = self._current
 
+    def round_mask(self) -> dict[str, torch.Tensor] | None:
+        """The free set chosen so far in this task's rounds."""
+        current = getattr(self, "_current", None)
+        return None if current is None else {n: m.clone() for n, m in current.items()}
+
+    def restore_round_mask(self, mask: dict[str, torch.Tensor] | None) -> None:
+        """Back to an earlier round's free set (its weights are restored by the trainer)."""
+        if mask is not None:
+            self._current = {n: m.clone() for n, m in mask.items()}
+            self._round_free = self._current
+
     def end_rounds(self, task: int) -> None:
         """Keep the task's final free set for the next task's rounds."""
         self._round_free = None

@@ -94,16 +94,24 @@ def s3_client(c: LoopbackCluster):
 
 
 def tasks_done(c: LoopbackCluster, study: str) -> dict[str, int]:
-    """Per trial, the last task recorded in the study's tasks.parquet on the bucket."""
+    """Per trial, the last task recorded on the bucket (compacted tasks.parquet and task fragments)."""
     import io
 
     import pandas as pd
 
-    try:
-        body = s3_client(c).get_object(Bucket=c.bucket, Key=f"studies/{study}/tasks.parquet")["Body"].read()
+    s3, root = s3_client(c), f"studies/{study}/"
+    done: dict[str, int] = {}
+    try:  # compacted rows (a previous launch) ...
+        body = s3.get_object(Bucket=c.bucket, Key=f"{root}tasks.parquet")["Body"].read()
+        done.update(pd.read_parquet(io.BytesIO(body)).groupby("trial_id")["after_task"].max().to_dict())
     except Exception:  # noqa: BLE001 - not written yet
-        return {}
-    return pd.read_parquet(io.BytesIO(body)).groupby("trial_id")["after_task"].max().to_dict()
+        pass
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=c.bucket, Prefix=f"{root}tasks/")
+    for page in pages:  # ... and this launch's fragments: tasks/<trial>/task_0003.parquet
+        for obj in page.get("Contents", []):
+            trial, name = obj["Key"].removeprefix(f"{root}tasks/").split("/")
+            done[trial] = max(done.get(trial, 0), int(name.removeprefix("task_").removesuffix(".parquet")))
+    return done
 
 
 def test_worker_lost_then_head_lost_and_recreated_resume_exactly_once(cluster, tmp_path):

@@ -1,0 +1,83 @@
+"""Pruning never silently wipes out a task (issue 28, item 2): each round's validation accuracy is recorded,
+a round that costs too much is reported and flagged, and `prune_tolerance` undoes it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from anpyc_core.config import ConfigError, validate_config
+from anpyc_core.packing import pack_refusal
+from anpyc_core.trainer import Trainer
+
+#: a 16-16 MLP on split digits whose 45 % rounds, with the {Ω = 0} rule, free most of the trunk at once
+WIPING = {
+    "seed": 3,
+    "device": "cpu",
+    "data": {"benchmark": "digits", "num_tasks": 2},
+    "model": {"hidden": [16, 16]},
+    "strategy": {"method": "anpyc", "beta": 95, "prune_step": 45},
+    "optim": {"lr": 0.05, "batch_size": 32, "epochs": 2, "retrain_epochs": 1},
+}
+
+
+def run_first_task(tolerance=None):
+    raw = {**WIPING, "strategy": {**WIPING["strategy"], "prune_tolerance": tolerance}}
+    lines: list[str] = []
+    trainer = Trainer(validate_config(raw), progress=lines.append)
+    record = trainer.run_task(0)
+    return trainer, record, [line for line in lines if line.startswith("warning: task 1 round")]
+
+
+def test_every_round_records_its_accuracy_and_a_wiping_round_is_reported_and_flagged():
+    trainer, record, warnings = run_first_task()
+    assert [r["round"] for r in record.rounds] == [1, 2, 3]
+    for before, after in zip(record.rounds, record.rounds[1:], strict=False):
+        assert after["val_before"] == before["val_acc"]  # each round starts where the last one ended
+    first = record.rounds[0]
+    assert first["val_before"] - first["val_acc"] > 10 and "flag" in first and "undone" not in first
+    assert len(warnings) == 1 and "the {Ω = 0} rule freed" in warnings[0] and "trunk.0.weight" in warnings[0]
+    assert trainer.prune_flags == [first["flag"]]
+    assert record.val_acc_row[0] == pytest.approx(record.rounds[-1]["val_acc"])  # the task ends where it was left
+
+
+def test_prune_tolerance_undoes_the_round_that_costs_too_much_and_stops():
+    untouched, _, _ = run_first_task()
+    trainer, record, warnings = run_first_task(tolerance=3.0)
+    assert len(record.rounds) == 1 and record.rounds[0]["undone"] is True
+    assert "undone (prune_tolerance 3)" in warnings[0] and "from before its first round" in warnings[0]
+    assert record.val_acc_row[0] == record.rounds[0]["val_before"]  # the weights from before the round, exactly
+    assert trainer.strategy.free_count() == 0  # and its free set: nothing was pruned in the end
+    assert untouched.strategy.free_count() > 0
+    assert len(trainer.prune_flags) == 1
+
+
+def test_a_kept_round_within_tolerance_leaves_the_schedule_as_it_was():
+    raw = {**WIPING, "strategy": {"method": "anpyc", "beta": 20, "prune_step": 10, "zero_importance": "rank"}}
+    plain = Trainer(validate_config(raw))
+    plain.run_task(0)
+    guarded = Trainer(validate_config({**raw, "strategy": {**raw["strategy"], "prune_tolerance": 50.0}}))
+    guarded.run_task(0)
+    for (name, a), b in zip(plain.model.state_dict().items(), guarded.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name  # measuring accuracy draws nothing and changes nothing: same run
+    assert plain.strategy.free_count() == guarded.strategy.free_count() > 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("strategy.prune_tolerance", 150, "strategy.prune_tolerance: Input should be less than or equal to 100"),
+        ("strategy.prune_tolerance", -1, "strategy.prune_tolerance: Input should be greater than or equal to 0"),
+        ("model.init", "kaiming", "model.init: 'kaiming' is not one of auto, default, torchvision, reference"),
+        ("model.init", "torchvision", "model.init: torchvision initialises the CNNs"),
+    ],
+)
+def test_bad_init_and_tolerance_are_one_line_naming_the_field_and_the_allowed_values(field, value, needle):
+    section, name = field.split(".")
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
+        validate_config({"device": "cpu", section: {name: value}})
+
+
+def test_a_pack_refuses_prune_tolerance_in_one_line():
+    cfg = validate_config({"device": "cpu", "strategy": {"method": "anpyc", "prune_tolerance": 5}})
+    assert pack_refusal(cfg).startswith("strategy.prune_tolerance: undoing a pruning round is not packable")
