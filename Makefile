@@ -27,11 +27,12 @@ lint: setup
 
 # the fast lane: lint, unit/property/small integration tests and one real local Ray study (<= 5 min on 2 cores)
 test: setup lint
-	$(BIN)/pytest -q --durations=15 -m "not e2e" tests
+	$(BIN)/pytest -q --durations=15 -m "not e2e and not slow" tests
 
-# the end-to-end lane: loopback `ray up` cluster, killed workers and drivers, SIGINT, S3, tracking outage, UI
+# the end-to-end lane: loopback `ray up` cluster, killed workers and drivers, SIGINT, S3, tracking outage, UI,
+# and the few tests that train a real CNN
 test-e2e: setup
-	$(BIN)/pytest -q --durations=15 -m e2e tests
+	$(BIN)/pytest -q --durations=15 -m "e2e or slow" tests
 
 cluster-e2e: setup  # ray up -> job submit -> queries from outside -> ray down, on loopback (root, sshd)
 	$(BIN)/pytest -q -s tests/cluster
