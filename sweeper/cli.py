@@ -501,6 +501,44 @@ def compact(
 
 
 @app.command()
+def compare(
+    study: Path = typer.Argument(..., help="Study YAML."),
+    by: str = typer.Option("ablation", "--by", help="Group trials by ablation or by method."),
+    metric: str = typer.Option("test_acc", "--metric", help="The metric compared (selection stays on validation)."),
+    reference: str = typer.Option(None, "--reference", help="The group the others are compared to (default: first)."),
+    as_json: bool = typer.Option(False, "--json"),
+    storage: str = typer.Option(None, "--storage"),
+    tracking_uri: str = typer.Option(None, "--tracking-uri"),
+) -> None:
+    """Each ablation (or method) against the reference: mean difference over seeds with a 95 % interval
+    (paired over shared seeds), diverged runs and a verdict; a table and a figure."""
+    if by not in ("ablation", "method"):
+        fail(f"--by {by!r}: allowed values are ablation, method", 2)
+    spec = _study(study, storage, tracking_uri)
+    from sweeper.compare import as_dicts, figure, table_lines
+    from sweeper.compare import compare as run_compare
+    from sweeper.spec import QueryError
+
+    try:
+        if not spec.store.exists("study.yaml"):
+            raise QueryError(f"study {spec.name}: not found in {spec.tune_storage} (check --storage)")
+        rows = run_compare(spec, by, metric, reference)
+    except QueryError as err:
+        fail(str(err), 2)
+    except RuntimeError as err:
+        fail(str(err), 1)
+    if as_json:
+        typer.echo(json.dumps(as_dicts(rows), indent=2))
+        return
+    typer.echo("\n".join(table_lines(rows)))
+    if rows:
+        out = spec.study_dir / "report"
+        out.mkdir(parents=True, exist_ok=True)
+        path = figure(rows, out / f"compare_{by}_{metric}.png", f"{spec.name}: {metric} against {rows[0].reference}")
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
 def best(
     study: Path = typer.Argument(..., help="Study YAML."),
     metric: str = typer.Option(None, "--metric", help="Validation metric (default: the study's first objective)."),

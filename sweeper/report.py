@@ -254,6 +254,14 @@ def write_report(spec: StudySpec) -> Path:
         "Selection uses validation metrics; test metrics are shown beside them. Mean ± std over seeds.",
         "",
     ]
+    if frame["ablation"].nunique() > 1:  # every ablation against the first, on test accuracy, with intervals
+        from sweeper.compare import compare, figure, table_lines
+
+        rows = compare(spec, "ablation", "test_acc")
+        if rows:
+            figure(rows, out / "compare_ablation_test_acc.png", f"{spec.name}: test_acc against {rows[0].reference}")
+            picture = "![each ablation against the reference](compare_ablation_test_acc.png)"
+            lines += ["## Against the reference", "", *table_lines(rows), "", picture, ""]
     errors = frame[frame["status"].isin(["ERROR", "DIVERGED"])]
     if len(errors):
         lines += (

@@ -1,0 +1,207 @@
+"""`anpyc-sweep compare`: each ablation (or method) of a study against its reference, with a 95 % interval.
+
+For every group its configuration is the one `best` would pick (the searched values with the best mean
+validation objective); the compared metric (test accuracy by default: selection on validation, reporting on
+test) is then taken per seed. Where the group and the reference share seeds the difference is paired over
+those seeds (the seeds fix data order and initialisation, so pairing removes their shared variance);
+otherwise the two are compared unpaired (Welch). The interval is Student's t at 95 %; the verdict says
+`better` or `worse` when the interval excludes 0 and `no difference at this n` otherwise. Diverged runs of
+the chosen configuration are counted, never averaged in.
+
+May import: `sweeper.results`, `sweeper.spec`, numpy, pandas, scipy, matplotlib (figures only).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sweeper import results
+from sweeper.spec import QueryError, StudySpec
+
+CONFIDENCE = 0.95
+#: metrics where lower is better
+LOWER_IS_BETTER = ("forgetting", "fid")
+
+
+@dataclass
+class Comparison:
+    """One group against the reference on one metric."""
+
+    group: str
+    reference: str
+    metric: str
+    config: str  # the group's chosen searched values
+    n: int  # seeds (pairs when paired)
+    paired: bool
+    mean: float  # group mean minus reference mean (points)
+    low: float
+    high: float
+    diverged: int  # diverged runs of the group's chosen configuration
+    verdict: str
+
+
+def lower_is_better(metric: str) -> bool:
+    """True for metrics to minimise (forgetting, FID)."""
+    return any(word in metric for word in LOWER_IS_BETTER)
+
+
+def chosen_rows(frame: pd.DataFrame, spec: StudySpec, by: str, group: str, objective: str) -> pd.DataFrame:
+    """The trials of `group` at its best configuration by the mean validation objective (all statuses)."""
+    rows = frame[frame[by] == group]
+    columns = [f"cfg.{k}" for k in spec.search if f"cfg.{k}" in rows]
+    if not columns:
+        return rows
+    done = rows[rows["status"] == "FINISHED"]
+    if done.empty:
+        return rows.iloc[0:0]
+    means = done.groupby(columns, dropna=False)[objective].mean()
+    best = means.idxmax() if not lower_is_better(objective) else means.idxmin()
+    best = best if isinstance(best, tuple) else (best,)
+    mask = np.ones(len(rows), dtype=bool)
+    for column, value in zip(columns, best, strict=True):
+        mask &= (rows[column] == value).to_numpy()
+    return rows[mask]
+
+
+def interval(values: np.ndarray, other: np.ndarray | None = None) -> tuple[float, float, float]:
+    """Mean difference and its 95 % t-interval: of paired differences (`other` None) or Welch's unpaired."""
+    from scipy import stats
+
+    if other is None:
+        n = len(values)
+        mean = float(values.mean())
+        if n < 2:
+            return mean, -math.inf, math.inf
+        half = stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * values.std(ddof=1) / math.sqrt(n)
+        return mean, mean - half, mean + half
+    a, b = values, other
+    mean = float(a.mean() - b.mean())
+    if len(a) < 2 or len(b) < 2:
+        return mean, -math.inf, math.inf
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return mean, mean, mean
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = stats.t.ppf(0.5 + CONFIDENCE / 2, df) * se
+    return mean, mean - half, mean + half
+
+
+def verdict(low: float, high: float, metric: str) -> str:
+    """better / worse when the interval excludes 0 (the metric's direction decides which), else no difference."""
+    if low > 0 or high < 0:
+        up = low > 0
+        return "better" if up != lower_is_better(metric) else "worse"
+    return "no difference at this n"
+
+
+def compare(
+    spec: StudySpec, by: str = "ablation", metric: str = "test_acc", reference: str | None = None
+) -> list[Comparison]:
+    """Every group of the study against the reference group on `metric` (see the module docstring)."""
+    frame = results.read_trials(spec.store)
+    if frame.empty:
+        raise QueryError(f"study {spec.name}: no trial recorded in {spec.tune_storage} yet")
+    column = {"ablation": "ablation", "method": "cfg.strategy.method"}[by]
+    if column not in frame:
+        raise QueryError(f"--by {by}: the study's trials have no {column} column")
+    if metric not in frame:
+        recorded = sorted(c for c in frame.columns if c.startswith(("val_", "test_")) and frame[c].notna().any())
+        raise QueryError(f"--metric {metric}: study {spec.name} records {', '.join(recorded)}")
+    groups = list(dict.fromkeys(frame[column].dropna()))
+    ordered = [g for g in (spec.ablations if by == "ablation" else []) if g in groups]
+    groups = ordered + [g for g in groups if g not in ordered]
+    reference = reference or groups[0]
+    if reference not in groups:
+        raise QueryError(
+            f"--reference {reference}: not a{'n' if by == 'ablation' else ''} {by} of study "
+            f"{spec.name} ({', '.join(map(str, groups))})"
+        )
+    objective = spec.objectives[0].metric
+    ref_rows = chosen_rows(frame, spec, column, reference, objective)
+    ref_done = ref_rows[ref_rows["status"] == "FINISHED"].dropna(subset=[metric]).set_index("seed")[metric]
+    out = []
+    for group in groups:
+        if group == reference:
+            continue
+        rows = chosen_rows(frame, spec, column, group, objective)
+        diverged = int((rows["status"] == "DIVERGED").sum())
+        done = rows[rows["status"] == "FINISHED"].dropna(subset=[metric]).set_index("seed")[metric]
+        shared = sorted(set(done.index) & set(ref_done.index))
+        searched = {k: rows[f"cfg.{k}"].iloc[0] for k in spec.search if f"cfg.{k}" in rows and len(rows)}
+        config = ", ".join(f"{k}={v}" for k, v in searched.items())
+        if len(shared) >= 2:
+            diffs = np.array([done[s] - ref_done[s] for s in shared], dtype=float)
+            mean, low, high = interval(diffs)
+            n, paired = len(shared), True
+        elif len(done) and len(ref_done):
+            mean, low, high = interval(done.to_numpy(float), ref_done.to_numpy(float))
+            n, paired = min(len(done), len(ref_done)), False
+        else:
+            mean, low, high, n, paired = math.nan, math.nan, math.nan, 0, False
+        word = verdict(low, high, metric) if n else "no finished runs"
+        out.append(Comparison(str(group), str(reference), metric, config, n, paired, mean, low, high, diverged, word))
+    return out
+
+
+def table_lines(rows: list[Comparison]) -> list[str]:
+    """The comparison as a markdown table."""
+    if not rows:
+        return ["(one group only: nothing to compare)"]
+    lines = [
+        f"Against `{rows[0].reference}` on `{rows[0].metric}`: mean difference (points) with its 95 % t-interval, "
+        "paired over shared seeds (else Welch).",
+        "",
+        "| group | chosen config | n | paired | difference | 95 % interval | diverged | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        span = "-" if not r.n else f"[{r.low:+.2f}, {r.high:+.2f}]"
+        diff = "-" if not r.n else f"{r.mean:+.2f}"
+        lines.append(
+            f"| {r.group} | {r.config or '-'} | {r.n} | {'yes' if r.paired else 'no'} | {diff} | {span} | "
+            f"{r.diverged} | {r.verdict} |"
+        )
+    return lines
+
+
+def figure(rows: list[Comparison], path: Path, title: str) -> Path:
+    """A forest plot: each group's difference to the reference with its interval; 0 marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in rows if r.n]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * max(3, len(shown)) + 1.2))
+    colours = {"better": "tab:green", "worse": "tab:red"}
+    for i, r in enumerate(shown):
+        low = r.low if math.isfinite(r.low) else r.mean
+        high = r.high if math.isfinite(r.high) else r.mean
+        colour = colours.get(r.verdict, "tab:gray")
+        ax.errorbar(r.mean, i, xerr=[[r.mean - low], [high - r.mean]], fmt="o", color=colour, capsize=4)
+        note = f"  n={r.n}" + (f", {r.diverged} diverged" if r.diverged else "") + ("" if r.paired else ", unpaired")
+        ax.annotate(note, (high, i), va="center", fontsize=8)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(len(shown)), [r.group for r in shown])
+    ax.invert_yaxis()
+    metric = rows[0].metric if rows else ""
+    ax.set_xlabel(f"{metric} difference to {rows[0].reference if rows else ''} (points, 95 % interval)")
+    ax.set_title(title, fontsize=10)
+    ax.margins(x=0.25)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def as_dicts(rows: list[Comparison]) -> list[dict]:
+    """JSON-ready rows."""
+    return [
+        {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(r).items()} for r in rows
+    ]

@@ -1,0 +1,87 @@
+"""`compare`: each ablation against the reference with a 95 % interval over seeds (issue 26, item 1)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+from typer.testing import CliRunner
+
+from sweeper import results
+from sweeper.cli import app
+from sweeper.compare import compare
+from sweeper.spec import parse_study
+from tests.test_cli_study_commands import write_study
+
+REFERENCE = [80.0, 82.0, 79.0, 81.0, 83.0]
+
+
+def study_with(tmp_path, groups: dict[str, list], lam=(0.5,)):
+    """A recorded study: per ablation, per λ, one test_acc (None: diverged) per seed 0..4; val_acc = test_acc
+    plus the λ, so the larger λ is each ablation's chosen configuration."""
+    ablations = {name: {} for name in groups}
+    path, raw = write_study(
+        tmp_path, name="cmp", ablations=ablations, seeds=[0, 1, 2, 3, 4], search={"strategy.lam": {"grid": list(lam)}}
+    )
+    spec = parse_study(raw)
+    spec.store.write_text("study.yaml", yaml.safe_dump(raw))
+    for name, values in groups.items():
+        for lam_value in lam:
+            for seed, value in enumerate(values):
+                tid = f"{name}_{lam_value}_{seed}"
+                row = {"trial_id": tid, "ablation": name, "seed": seed, "cfg.strategy.lam": lam_value}
+                if value is None:
+                    row.update(status="DIVERGED", test_acc=None, val_acc=None)
+                else:
+                    shift = 0.0 if lam_value == max(lam) else -5.0  # the other λ: worse on test and validation
+                    row.update(status="FINISHED", test_acc=value + shift, val_acc=value + shift + lam_value)
+                results.write_trial(spec.store, row)
+    return path, spec
+
+
+def test_verdicts_follow_the_paired_interval_and_diverged_runs_are_counted(tmp_path):
+    better = [v + 2 + d for v, d in zip(REFERENCE, [0.1, -0.2, 0.3, 0.0, -0.1], strict=True)]
+    same = [v + d for v, d in zip(REFERENCE, [1.0, -1.0, 0.5, -0.5, 0.2], strict=True)]
+    worse = [v - 3 for v in REFERENCE]
+    hot = [*REFERENCE[:4], None]
+    _, spec = study_with(tmp_path, {"full": REFERENCE, "b": better, "c": same, "d": worse, "hot": hot}, lam=(0.5, 2.0))
+    rows = {r.group: r for r in compare(spec)}
+    assert set(rows) == {"b", "c", "d", "hot"} and all(r.reference == "full" and r.paired for r in rows.values())
+    assert [rows[g].verdict for g in "bcd"] == ["better", "no difference at this n", "worse"]
+    assert rows["b"].config == "strategy.lam=2.0"  # the configuration chosen on validation
+    diffs = np.array(better) - np.array(REFERENCE)  # the interval, computed independently
+    half = stats.t.ppf(0.975, 4) * diffs.std(ddof=1) / math.sqrt(5)
+    assert rows["b"].mean == pytest.approx(diffs.mean(), abs=1e-12)
+    assert (rows["b"].low, rows["b"].high) == pytest.approx((diffs.mean() - half, diffs.mean() + half), abs=1e-9)
+    assert rows["hot"].diverged == 1 and rows["hot"].n == 4 and rows["hot"].verdict == "no difference at this n"
+
+
+def test_groups_without_shared_seeds_are_compared_unpaired(tmp_path):
+    _, spec = study_with(tmp_path, {"full": REFERENCE, "other": [v + 10 for v in REFERENCE]})
+    frame = results.read_trials(spec.store)
+    for tid in frame[(frame.ablation == "other")].trial_id:  # move "other" to seeds the reference lacks
+        row = frame[frame.trial_id == tid].iloc[0].to_dict()
+        results.write_trial(spec.store, {**row, "seed": int(row["seed"]) + 10})
+    (row,) = compare(spec, metric="test_acc")
+    welch = stats.ttest_ind([v + 10 for v in REFERENCE], REFERENCE, equal_var=False)
+    low, high = welch.confidence_interval(0.95)
+    assert not row.paired and row.verdict == "better"
+    assert (row.low, row.high) == pytest.approx((low, high), abs=1e-9)
+
+
+def test_the_cli_prints_the_table_writes_the_figure_and_refuses_bad_options(tmp_path):
+    path, spec = study_with(tmp_path, {"full": REFERENCE, "b": [v + 2 for v in REFERENCE]})
+    runner = CliRunner()
+    done = runner.invoke(app, ["compare", str(path), "--reference", "full"])  # the file lists ablations sorted
+    assert done.exit_code == 0, done.output
+    assert "| b | strategy.lam=0.5 | 5 | yes | +2.00 |" in done.output and "| better |" in done.output
+    assert (spec.study_dir / "report" / "compare_ablation_test_acc.png").stat().st_size > 0
+    bad_by = runner.invoke(app, ["compare", str(path), "--by", "seed"])
+    assert bad_by.exit_code == 2 and "--by 'seed': allowed values are ablation, method" in bad_by.output
+    bad_metric = runner.invoke(app, ["compare", str(path), "--metric", "test_fid_mean"])
+    assert bad_metric.exit_code == 2 and "--metric test_fid_mean: study cmp records" in bad_metric.output
+    bad_ref = runner.invoke(app, ["compare", str(path), "--reference", "nope"])
+    assert bad_ref.exit_code == 2 and "--reference nope: not an ablation of study cmp" in bad_ref.output
