@@ -106,11 +106,17 @@ def test_best_with_a_test_metric_is_refused(tmp_path, no_ray):
 
 def test_rerun_of_an_unknown_run_id(tmp_path, no_ray):
     uri = f"sqlite:///{tmp_path / 'm.db'}"
-    one_line(CliRunner().invoke(app, ["rerun", "0123456789abcdef", "--tracking-uri", uri]), 2, "not found")
+    one_line(CliRunner().invoke(app, ["rerun", "0123456789abcdef" * 2, "--tracking-uri", uri]), 2, "not found")
+
+
+def test_a_malformed_run_id_is_refused_before_any_lookup(tmp_path, no_ray):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    one_line(CliRunner().invoke(app, ["rerun", "0123456789abcdef", "--tracking-uri", uri]), 2, "not an MLflow run id")
+    assert not (tmp_path / "m.db").exists()  # refused before MLflow was even asked
 
 
 def test_rerun_needs_a_store(no_ray):
-    one_line(CliRunner().invoke(app, ["rerun", "abc"]), 2, "give --tracking-uri or --study")
+    one_line(CliRunner().invoke(app, ["rerun", "abcdef01" * 4]), 2, "give --tracking-uri or --study")
 
 
 def test_missing_study_file(tmp_path, no_ray):
@@ -133,7 +139,7 @@ def test_resume_with_a_changed_spec_is_refused_before_anything_runs(tmp_path, no
 
 @pytest.mark.parametrize("command", ["report", "analyze"])
 def test_report_and_analyze_of_a_study_never_launched(tmp_path, no_ray, command):
-    one_line(CliRunner().invoke(app, [command, str(write_study(tmp_path))]), 1, "not found in")
+    one_line(CliRunner().invoke(app, [command, str(write_study(tmp_path))]), 2, "not found in")  # as status, best
     assert not (tmp_path / "out").exists()
 
 

@@ -74,8 +74,11 @@ def test_list_shows_the_studies_of_a_storage_with_counts(tmp_path):
     lines = proc.output.strip().splitlines()
     assert re.fullmatch(r"alpha\s+12\s+DIVERGED 1, FINISHED 2", lines[1])
     assert re.fullmatch(r"beta\s+12\s+none yet", lines[2])
-    empty = CliRunner().invoke(app, ["list", "--storage", str(tmp_path / "nothing")])
+    (tmp_path / "empty").mkdir()
+    empty = CliRunner().invoke(app, ["list", "--storage", str(tmp_path / "empty")])
     assert empty.exit_code == 0 and "no studies in" in empty.output
+    missing = CliRunner().invoke(app, ["list", "--storage", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "--storage" in missing.output and "no such folder" in missing.output
 
 
 def test_best_and_rerun_reject_bad_arguments_before_loading_mlflow_torch_or_ray():
