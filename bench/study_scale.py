@@ -138,7 +138,10 @@ def prepopulate_mlflow(uri: str, name: str, n: int) -> None:
     from sweeper.tracking import TAG_ROLE, TAG_STUDY, TAG_TRIAL, tracking_client
 
     client = tracking_client(uri)
-    exp = client.get_experiment_by_name(name) or client.get_experiment(client.create_experiment(name))
+    exp = client.get_experiment_by_name(name)
+    if exp is None:  # artifacts beside the store, in the bench's temporary folder (never ./mlruns)
+        folder = Path(uri.removeprefix("sqlite:///")).parent / f"artifacts_{name}"
+        exp = client.get_experiment(client.create_experiment(name, artifact_location=folder.as_uri()))
     have = len(client.search_runs([exp.experiment_id], max_results=50000))
     now = int(time.time() * 1000)
     for i in range(have, n):
