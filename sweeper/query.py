@@ -13,7 +13,7 @@ from anpyc_core.config import apply_overrides, parse_override, validate_config
 from anpyc_core.trainer import run_config
 from sweeper import results
 from sweeper.spec import QueryError, StudySpec
-from sweeper.tracking import TAG_ROLE, TAG_STUDY, TAG_TRIAL, tracking_client
+from sweeper.tracking import TAG_ROLE, TAG_STUDY, TAG_TRIAL, all_runs, tracking_client
 
 
 def read_client(uri: str, what: str):
@@ -79,18 +79,7 @@ def best_configs(spec: StudySpec, top: int | None = None) -> list[dict]:
     are the Pareto set of the means (none is better in every objective), ranked by the first."""
     client = read_client(spec.resolved_tracking_uri(), f"study {spec.name}")
     exp_id = study_experiment_id(client, spec)
-    runs, token = [], None
-    while True:  # paged: a study may hold more runs than one page
-        page = client.search_runs(
-            [exp_id],
-            filter_string=f"tags.{TAG_ROLE} = 'trial' and attributes.status = 'FINISHED'",
-            max_results=50000,
-            page_token=token,
-        )
-        runs += page
-        token = page.token
-        if not token:
-            break
+    runs = all_runs(client, exp_id, f"tags.{TAG_ROLE} = 'trial' and attributes.status = 'FINISHED'")
     metrics = [o.metric for o in spec.objectives]
     groups: dict[str, dict] = {}
     for run in runs:
@@ -183,16 +172,8 @@ def study_status(spec: StudySpec) -> dict:
     try:
         client = read_client(spec.resolved_tracking_uri(), f"study {spec.name}")
         exp_id = study_experiment_id(client, spec)
-        token = None
-        while True:  # paged: a study may hold more runs than one page
-            page = client.search_runs(
-                [exp_id], filter_string=f"tags.{TAG_ROLE} = 'trial'", max_results=10000, page_token=token
-            )
-            for run in page:
-                mlflow_counts[run.info.status] = mlflow_counts.get(run.info.status, 0) + 1
-            token = page.token
-            if not token:
-                break
+        for run in all_runs(client, exp_id, f"tags.{TAG_ROLE} = 'trial'"):
+            mlflow_counts[run.info.status] = mlflow_counts.get(run.info.status, 0) + 1
     except QueryError:
         pass  # no MLflow record yet: the Parquet counts are all there is
     except RuntimeError as err:  # a corrupt or unreachable tracking store is named, not hidden as {}

@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -153,18 +154,25 @@ def artifact_location(spec: StudySpec) -> str | None:
     return (spec.study_dir / "mlartifacts").as_uri()
 
 
+def all_runs(client: MlflowClient, exp_id: str, filter_string: str, page: int = 10000) -> Iterator:
+    """Every run of the experiment matching `filter_string`, page by page (a study may hold more runs than
+    one page)."""
+    token = None
+    while True:
+        found = client.search_runs([exp_id], filter_string=filter_string, max_results=page, page_token=token)
+        yield from found
+        token = found.token
+        if not token:
+            return
+
+
 def existing_trial_runs(client: MlflowClient, exp_id: str, study: str) -> dict:
     """Every trial run the study already has, by trial id (one paged search when the driver starts, so a
     trial's first event never searches the experiment: that search grows with the study)."""
-    flt = f"tags.{TAG_STUDY} = '{study}' and tags.{TAG_ROLE} = 'trial'"
-    found, token = {}, None
-    while True:
-        page = client.search_runs([exp_id], filter_string=flt, max_results=1000, page_token=token)
-        for run in page:
-            found.setdefault(run.data.tags.get(TAG_TRIAL), run)
-        token = page.token
-        if not token:
-            return found
+    found: dict = {}
+    for run in all_runs(client, exp_id, f"tags.{TAG_STUDY} = '{study}' and tags.{TAG_ROLE} = 'trial'"):
+        found.setdefault(run.data.tags.get(TAG_TRIAL), run)
+    return found
 
 
 def find_run(client: MlflowClient, exp_id: str, **tags: str):
