@@ -203,6 +203,28 @@ def in_chain(err: BaseException | None, kind: type) -> BaseException | None:
     return None
 
 
+def storage_full_error(err: BaseException, spec) -> str | None:
+    """One line naming the file when `err`'s chain says a storage is full or unwritable, else None."""
+    from sweeper.storage import StorageError, full_storage
+
+    chain, seen = [], set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        chain.append(err)
+        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
+    named = [e for e in chain if isinstance(e, StorageError) and full_storage(str(e))]
+    if named:  # the first failure, with its file named by whoever wrote it, before any cleanup's
+        return str(named[-1]).strip().splitlines()[0]
+    for one in reversed(chain):
+        words = full_storage(str(one))
+        if words:
+            uri = spec.resolved_tracking_uri()
+            if "database" in words and uri.startswith("sqlite:///"):  # SQLite's own words: its file is full
+                return f"{uri.removeprefix('sqlite:///')}: cannot write ({words})"
+            return f"{spec.tune_storage}: cannot write ({words})"
+    return None
+
+
 def tracking_error(err: BaseException) -> str | None:
     """The first line of an MLflow error anywhere in `err`'s chain, else None."""
     from mlflow.exceptions import MlflowException
@@ -410,6 +432,11 @@ def launch(
             130,
         )
     except Exception as err:  # noqa: BLE001 - each kind a user can cause is one line; anything else re-raises
+        full = storage_full_error(err, spec)
+        if full is not None:  # a storage (or the SQLite tracking store on it) that filled up mid-study
+            os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"  # the other trials' copies of the same error
+            again = f"anpyc-sweep launch {study} --resume"
+            fail(f"{full}; the study stopped; once the storage is fixed, continue with: {again}", 1)
         lost = tracking_error(err)
         if lost is not None:  # checked first: Tune may wrap a callback's MLflow error in another type
             fail(

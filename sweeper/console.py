@@ -37,6 +37,7 @@ def quiet_ray_logging() -> None:
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.CRITICAL)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)  # the recorder reports store errors
 
 
 class ProgressLine(Callback):

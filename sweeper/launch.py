@@ -24,8 +24,8 @@ from sweeper.packs import pack_groups, resolve_pack_size
 from sweeper.spec import RUNTIME_FIELDS, StudySpec
 from sweeper.storage import StorageError
 from sweeper.trainable import joint_key, train_trial
+from sweeper.tune_state import TUNE_DIR, StateBackup, repair
 
-TUNE_DIR = "tune"
 #: a snapshot period the user set for Tune before the first launch in this process wins over ours
 USER_SNAPSHOT_PERIOD = os.environ.get("TUNE_GLOBAL_CHECKPOINT_S")
 TRIALS_PER_SNAPSHOT_SECOND = 1000
@@ -431,8 +431,16 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, 
         tune.with_parameters(train_pack if packed else train_trial, **shared),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
-    callbacks = [StudyRecorder(spec, spec_yaml)]  # a restored Tuner brings back its own copy
+    backup = StateBackup(spec.tune_storage, 10.0 * snapshot_period(spec.trial_count()))
+    callbacks = [StudyRecorder(spec, spec_yaml), backup]  # a restored Tuner brings back its own copy
     progress = [] if verbose else [ProgressLine(spec, spec.trial_count(), prior=results.read_trials(spec.store))]
+    if resume:
+        try:
+            repaired = repair(spec.store)
+        except StorageError as err:
+            raise StudyError(str(err)) from None
+        if repaired:
+            print(repaired, file=sys.stderr, flush=True)
     if resume and tune.Tuner.can_restore(exp_dir):
         tuner = tune.Tuner.restore(exp_dir, trainable, resume_unfinished=True, resume_errored=True)
         # the concurrency of a resumed study is the caller's (it never changes results); Tune keeps
@@ -441,7 +449,8 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, 
         restored._tune_config.max_concurrent_trials = spec.max_concurrent_trials
         restored._run_config.checkpoint_config = checkpoint_config(spec)
         restored._run_config.failure_config = tune.FailureConfig(max_failures=spec.max_failures)
-        kept = [c for c in restored._run_config.callbacks or [] if not isinstance(c, ProgressLine)]
+        kept = [c for c in restored._run_config.callbacks or [] if not isinstance(c, ProgressLine | StateBackup)]
+        kept.append(backup)  # studies launched before the backup existed get it too
         restored._run_config.callbacks = kept + progress  # this launch's console, not the first one's
         restored._run_config.verbose = 1 if verbose else 0
     else:

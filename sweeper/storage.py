@@ -25,6 +25,20 @@ class StorageError(RuntimeError):
     """The study's storage cannot be read or written (one line naming the file and the fix)."""
 
 
+# What a full, over-quota or read-only filesystem (or the SQLite store on it) says, in any layer's words.
+FULL_STORAGE = re.compile(
+    r"no space left on device|disk quota exceeded|read-only file system|database or disk is full"
+    r"|attempt to write a readonly database|errno 28\b|errno 122\b|errno 30\b",
+    re.IGNORECASE,
+)
+
+
+def full_storage(text: str) -> str | None:
+    """The words of `text` that say a filesystem is full or unwritable (ENOSPC, EDQUOT, EROFS), else None."""
+    found = FULL_STORAGE.search(text or "")
+    return found.group(0).lower() if found else None
+
+
 def is_uri(location: str) -> bool:
     """True for `scheme://...` locations (object stores), False for filesystem paths."""
     return "://" in location and not location.startswith("file://")
@@ -96,11 +110,10 @@ class StudyStore:
         except (OSError, pa.ArrowException) as err:
             raise StorageError(f"{self.uri(name)}: cannot write ({one_line(err)})") from None
 
-    def list_files(self, folder: str) -> list[str]:
-        """Every file under `folder` (recursively), as names relative to the study folder; [] if none.
-
-        Temporary files of atomic writes in progress (`.name-xxxx`) are left out."""
-        selector = pafs.FileSelector(self.path(folder), recursive=True, allow_not_found=True)
+    def list_files(self, folder: str, recursive: bool = True) -> list[str]:
+        """Every file under `folder` (recursively, or only its own), as names relative to the study
+        folder; [] if none. Temporary files of atomic writes in progress (`.name-xxxx`) are left out."""
+        selector = pafs.FileSelector(self.path(folder), recursive=recursive, allow_not_found=True)
         self._check_bucket()
         try:
             infos = self.fs.get_file_info(selector)

@@ -26,6 +26,7 @@ from ray.tune import Callback
 from anpyc_core.config import GENERATIVE_ARCHS
 from sweeper import results
 from sweeper.spec import StudySpec
+from sweeper.storage import StorageError, full_storage
 from sweeper.trainable import trial_run_config
 from sweeper.version import code_version_tags
 
@@ -356,7 +357,16 @@ class StudyRecorder(Callback):
         self._write_trial_row(trial, run_id, status, result, error=None)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        """The trial failed for good (for a pack: every member but those that diverged)."""
+        """The trial failed for good (for a pack: every member but those that diverged).
+
+        A trial that failed because the storage is full or unwritable is not a result: the study stops
+        here (StorageError naming the trial's folder), records nothing, and `--resume` reruns the trial
+        from its last task checkpoint once the storage is fixed."""
+        reason = error_reason(trial)
+        if full_storage(reason):
+            where = getattr(trial, "path", None) or self.spec.tune_storage
+            self.storage_failed = True
+            raise StorageError(f"{where}: cannot write the trial's task checkpoint ({reason})")
         for one in members_of(trial, trial.last_result or {}):
             if ended_early(one.last_result):
                 self._trial_complete(one)
@@ -399,7 +409,10 @@ class StudyRecorder(Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """Close the parent run, and any trial run Tune no longer drives (only runs this driver opened
-        and did not end are looked at: the end of a study costs nothing per finished trial)."""
+        and did not end are looked at: the end of a study costs nothing per finished trial). After a
+        full storage nothing more is written: the runs stay RUNNING and `--resume` reattaches them."""
+        if getattr(self, "storage_failed", False):
+            return
         for run_id in sorted(self.open_runs):  # trials and pack members alike
             if self.client.get_run(run_id).info.status == "RUNNING":
                 self.client.set_terminated(run_id, status="KILLED")

@@ -1,0 +1,118 @@
+"""A last good copy of Tune's experiment state, so that a torn snapshot never loses a study.
+
+Tune rewrites its experiment state (`tune/experiment_state-*.json` and its searcher's state file) in
+place at every snapshot. A storage that fills up, or a driver killed during the write, leaves the file
+truncated, and `Tuner.restore` can then neither resume nor say why. `StateBackup`, a Tune callback,
+copies the state files into `tune_last_good/` whenever they read back whole (at most once per period,
+so its cost per trial stays flat); `repair` puts that copy back before a resume when the newest state
+is torn. A trial restored from the older copy redoes at most the tasks since then, and the results
+writers are idempotent, so every trial and task is still recorded exactly once.
+Imports: the storage layer and Ray Tune's Callback only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import pickle
+import time
+from typing import Any
+
+from ray.tune import Callback
+
+from sweeper.storage import StorageError, StudyStore
+
+TUNE_DIR = "tune"
+GOOD_DIR = "tune_last_good"
+STATE_PREFIX = "experiment_state-"
+MIN_BACKUP_PERIOD_S = 30.0
+
+
+def readable(data: bytes) -> bool:
+    """Whether a Tune state file reads back whole: JSON (the experiment state) or a pickle (searchers)."""
+    try:
+        json.loads(data)
+        return True
+    except (UnicodeDecodeError, ValueError):
+        pass
+    try:
+        pickle.loads(data)  # noqa: S301 - the study's own file, written by its own driver
+        return True
+    except Exception:  # noqa: BLE001 - any failure to unpickle means: torn
+        return False
+
+
+def state_files(store: StudyStore, folder: str) -> list[str]:
+    """The state files of the newest Tune session in `folder` (they share its timestamp), newest state first."""
+    names = [n.rpartition("/")[2] for n in store.list_files(folder, recursive=False)]
+    states = sorted((n for n in names if n.startswith(STATE_PREFIX) and n.endswith(".json")), reverse=True)
+    if not states:
+        return []
+    stamp = states[0].removeprefix(STATE_PREFIX).removesuffix(".json")
+    return [states[0]] + sorted(n for n in names if stamp in n and n != states[0])
+
+
+def backup(store: StudyStore) -> bool:
+    """Copy the newest state files into GOOD_DIR if every one of them reads back whole; True if copied."""
+    names = state_files(store, TUNE_DIR)
+    contents = {name: store.read_bytes(f"{TUNE_DIR}/{name}") for name in names}
+    if not contents or not all(readable(data) for data in contents.values()):
+        return False  # torn or half-written just now: keep the previous good copy
+    for name, data in contents.items():
+        store.write_bytes(f"{GOOD_DIR}/{name}", data)
+    for old in store.list_files(GOOD_DIR, recursive=False):
+        if old.rpartition("/")[2] not in contents:
+            store.delete(old)
+    return True
+
+
+def repair(store: StudyStore) -> str | None:
+    """Before a resume: put the last good copy back if the newest state is torn; a line saying so, or None.
+
+    StorageError if the state is torn and there is no good copy to put back."""
+    names = state_files(store, TUNE_DIR)
+    torn = [n for n in names if not readable(store.read_bytes(f"{TUNE_DIR}/{n}"))]
+    if not torn:
+        return None
+    good = [n.rpartition("/")[2] for n in store.list_files(GOOD_DIR, recursive=False)]
+    if not any(n.startswith(STATE_PREFIX) for n in good):
+        raise StorageError(
+            f"{store.uri(TUNE_DIR + '/' + torn[0])}: Tune's experiment state is torn and there is no last good copy "
+            f"in {store.uri(GOOD_DIR)}; the study's results so far are kept: launch it again under a new name"
+        )
+    for name in torn:  # Tune reads the newest session's files: the torn ones become the good copy
+        store.delete(f"{TUNE_DIR}/{name}")
+    for name in good:
+        store.write_bytes(f"{TUNE_DIR}/{name}", store.read_bytes(f"{GOOD_DIR}/{name}"))
+    return (
+        f"Tune's experiment state {', '.join(torn)} was torn (a full storage or a killed driver); "
+        "resuming from its last good copy: a trial redoes at most its tasks since then"
+    )
+
+
+class StateBackup(Callback):
+    """Tune callback: keep `tune_last_good/` up to date, at most once every `period_s` seconds."""
+
+    def __init__(self, location: str, period_s: float) -> None:
+        self.location = location
+        self.period_s = max(MIN_BACKUP_PERIOD_S, period_s)
+        self.last = 0.0
+
+    def __getstate__(self) -> dict:
+        return {"location": self.location, "period_s": self.period_s}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["location"], state["period_s"])
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        """Back the state up when the period has passed (Tune has snapshotted it in between)."""
+        now = time.monotonic()
+        if now - self.last < self.period_s:
+            return
+        if backup(StudyStore(self.location)):  # until the first snapshot exists, try again at the next step
+            self.last = now
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        """A last copy at the end (or the interruption) of this launch."""
+        with contextlib.suppress(StorageError):  # stopping already: the error that stopped it is reported
+            backup(StudyStore(self.location))

@@ -1,0 +1,54 @@
+"""The last good copy of Tune's experiment state (sweeper/tune_state.py): kept only while whole, put back
+over a torn snapshot before a resume, and a torn state without a copy is one line, not a traceback."""
+
+import json
+import pickle
+
+import pytest
+
+from sweeper.storage import StorageError, StudyStore
+from sweeper.tune_state import GOOD_DIR, TUNE_DIR, backup, repair
+
+STAMP = "2026-12-02_18-10-18"
+STATE = f"experiment_state-{STAMP}.json"
+SEARCH = f"basic-variant-state-{STAMP}.json"
+
+
+def write_state(store: StudyStore, trials: int) -> tuple[bytes, bytes]:
+    state = json.dumps({"trial_data": [f"trial {i}" for i in range(trials)]}).encode()
+    search = pickle.dumps({"_iterators": list(range(trials))})
+    store.write_bytes(f"{TUNE_DIR}/{STATE}", state)
+    store.write_bytes(f"{TUNE_DIR}/{SEARCH}", search)
+    return state, search
+
+
+def test_backup_keeps_the_state_only_while_it_reads_back_whole(tmp_path):
+    store = StudyStore(str(tmp_path))
+    assert backup(store) is False  # no snapshot yet: nothing to copy
+    state, search = write_state(store, 3)
+    assert backup(store) is True
+    assert store.read_bytes(f"{GOOD_DIR}/{STATE}") == state and store.read_bytes(f"{GOOD_DIR}/{SEARCH}") == search
+    store.write_bytes(f"{TUNE_DIR}/{STATE}", state[: len(state) // 2])  # torn, as by a full disk
+    assert backup(store) is False
+    assert store.read_bytes(f"{GOOD_DIR}/{STATE}") == state  # the good copy is not overwritten by the torn one
+
+
+def test_repair_puts_the_good_copy_back_over_a_torn_state(tmp_path):
+    store = StudyStore(str(tmp_path))
+    state, search = write_state(store, 3)
+    backup(store)
+    write_state(store, 5)  # a later snapshot ...
+    store.write_bytes(f"{TUNE_DIR}/{STATE}", b'{"trial_data": ["tri')  # ... torn mid-write
+    said = repair(store)
+    assert said is not None and STATE in said and "last good copy" in said
+    assert store.read_bytes(f"{TUNE_DIR}/{STATE}") == state and store.read_bytes(f"{TUNE_DIR}/{SEARCH}") == search
+    assert repair(store) is None  # whole again: nothing to do
+
+
+def test_a_torn_state_without_a_copy_is_one_line_naming_the_file(tmp_path):
+    store = StudyStore(str(tmp_path))
+    write_state(store, 2)
+    store.write_bytes(f"{TUNE_DIR}/{SEARCH}", b"\x80\x05\x95")  # a torn pickle
+    with pytest.raises(StorageError, match=f"{TUNE_DIR}/{SEARCH}: Tune's experiment state is torn") as err:
+        repair(store)
+    assert "\n" not in str(err.value)
