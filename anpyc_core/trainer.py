@@ -25,6 +25,7 @@ from anpyc_core import __version__
 from anpyc_core.config import ConfigError, RunConfig
 from anpyc_core.data import TaskSequence, build_tasks, load_data
 from anpyc_core.data.tasks import Split
+from anpyc_core.errors import TrainingDiverged
 from anpyc_core.importance import anpyc_importance
 from anpyc_core.joint import JointData
 from anpyc_core.metrics import fingerprint, summarize
@@ -33,10 +34,6 @@ from anpyc_core.strategies import Phase, build_model, build_strategy
 
 CHECKPOINT_FORMAT = 1
 Progress = Callable[[str], None]
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
 
 
 @dataclass

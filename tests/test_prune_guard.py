@@ -8,7 +8,7 @@ import torch
 
 from anpyc_core.config import ConfigError, validate_config
 from anpyc_core.packing import pack_refusal
-from anpyc_core.trainer import Trainer
+from anpyc_core.trainer import Trainer, TrainingDiverged
 
 #: a 16-16 MLP on split digits whose 45 % rounds, with the {Ω = 0} rule, free most of the trunk at once
 WIPING = {
@@ -61,6 +61,45 @@ def test_a_kept_round_within_tolerance_leaves_the_schedule_as_it_was():
     for (name, a), b in zip(plain.model.state_dict().items(), guarded.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name  # measuring accuracy draws nothing and changes nothing: same run
     assert plain.strategy.free_count() == guarded.strategy.free_count() > 0
+
+
+def blow_up_in_round(trainer: Trainer, index: int) -> None:
+    """Make round `index` of the first task diverge, as a VGG-9 round with a large step does: a trunk weight
+    becomes inf, so the retraining loss becomes NaN (nothing else of the run is touched)."""
+    begin = trainer.strategy.begin_round
+
+    def begin_round(task, i, percent, data, optimizer):
+        begin(task, i, percent, data, optimizer)
+        if i == index:
+            with torch.no_grad():
+                trainer.model.trunk[0].weight[0, 0] = float("inf")
+
+    trainer.strategy.begin_round = begin_round
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_a_round_whose_retraining_diverges_is_undone_with_a_tolerance(index):
+    raw = {**WIPING, "strategy": {**WIPING["strategy"], "zero_importance": "rank", "prune_tolerance": 100.0}}
+    lines: list[str] = []
+    trainer = Trainer(validate_config(raw), progress=lines.append)
+    blow_up_in_round(trainer, index)
+    record = trainer.run_task(0)
+    last = record.rounds[-1]
+    assert len(record.rounds) == index + 1 and last["undone"] is True and last["val_acc"] is None
+    assert "retraining diverged" in last["flag"] and "nan" in last["flag"]
+    before = "from before its first round" if index == 0 else f"after round {index}"
+    assert any("retraining diverged" in ln and before in ln for ln in lines)
+    assert record.val_acc_row[0] == last["val_before"]  # the weights from before the round, exactly
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert trainer.prune_flags == [last["flag"]]
+    trainer.run_task(1)  # and the run goes on with the next task
+
+
+def test_without_a_tolerance_a_diverging_round_is_a_diverged_trial():
+    trainer = Trainer(validate_config(WIPING))
+    blow_up_in_round(trainer, 0)
+    with pytest.raises(TrainingDiverged, match="task 1 epoch 3: training loss became nan"):
+        trainer.run_task(0)
 
 
 @pytest.mark.parametrize(

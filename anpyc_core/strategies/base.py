@@ -14,6 +14,7 @@ from torch import nn
 
 from anpyc_core.config import RunConfig
 from anpyc_core.data.tasks import Task
+from anpyc_core.errors import TrainingDiverged
 from anpyc_core.models import MultiHeadMLP
 
 
@@ -102,7 +103,13 @@ class Strategy(nn.Module):
         guard = RoundGuard(self, phase, tolerance) if rounds and phase.score is not None else None
         for index, percent in enumerate(rounds):
             self.begin_round(task, index, percent, phase.task, phase.optimizer)
-            phase.fit(self.cfg.optim.retrain_epochs)
+            try:
+                phase.fit(self.cfg.optim.retrain_epochs)
+            except TrainingDiverged as err:
+                if guard is None or guard.tolerance is None:
+                    raise  # no tolerance asked for: the trial diverged, and says so
+                guard.undo_divergence(task, index, str(err))
+                break
             if guard is not None and not guard.keep(task, index):
                 break
         self.end_rounds(task)
@@ -190,6 +197,19 @@ class RoundGuard:
         if self.tolerance is None:
             self.phase.progress(f"warning: {line}")
             return True
+        self._undo(task, index, stats, line)
+        return False
+
+    def undo_divergence(self, task: int, index: int, reason: str) -> None:
+        """Round `index`'s retraining diverged: with a tolerance, that is a round that cost everything."""
+        stats = self.strategy.round_stats[-1] if getattr(self.strategy, "round_stats", None) else {}
+        stats.update({"val_before": self.last, "val_acc": None})
+        line = f"task {task + 1} round {index + 1}: retraining diverged ({reason})"
+        stats["flag"] = line
+        self.phase.optimizer.state.clear()  # its momentum holds the NaNs
+        self._undo(task, index, stats, line)
+
+    def _undo(self, task: int, index: int, stats: dict, line: str) -> None:
         weights, mask = self.kept
         self.phase.restore(weights)
         self.strategy.restore_round_mask(mask)
@@ -199,7 +219,6 @@ class RoundGuard:
             f"warning: {line}; undone (prune_tolerance {self.tolerance:g}): task {task + 1} keeps its weights "
             f"{kept} and stops pruning"
         )
-        return False
 
 
 def round_warning(strategy: Strategy, task: int, index: int, stats: dict, limit: float) -> str:
@@ -211,4 +230,3 @@ def round_warning(strategy: Strategy, task: int, index: int, stats: dict, limit:
         f"task {task + 1} round {index + 1}: val {stats['val_before']:.1f} -> {stats['val_acc']:.1f} % "
         f"(more than {limit:g} points); {rule} freed {top}"
     )
-
