@@ -383,6 +383,9 @@ def validate(study: Path = typer.Argument(..., help="Study YAML.")) -> None:
 def launch(
     study: Path = typer.Argument(..., help="Study YAML."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted study."),
+    resume_or_start: bool = typer.Option(
+        False, "--resume-or-start", help="Continue the study if it exists, else start it (batch jobs that requeue)."
+    ),
     address: str = typer.Option(None, "--address", help="Ray cluster address ('auto' for a running cluster)."),
     storage: str = typer.Option(None, "--storage", help="Override the study's storage folder."),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help="Override the MLflow tracking URI."),
@@ -416,6 +419,15 @@ def launch(
     if dry_run:
         print_trials(spec)
         return
+    if resume_or_start and not resume:
+        from sweeper.storage import StorageError
+
+        try:
+            resume = spec.store.exists("study.yaml")
+        except StorageError as err:
+            fail(str(err), 1)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started with `&` by a batch script: `kill -INT` stops it
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if spec.trial_count() > MAX_TRIALS_WITHOUT_YES and not yes:
         fail(
             f"{spec.name}: {spec.trial_count()} trials is more than {MAX_TRIALS_WITHOUT_YES}; pass --yes to run them", 2
@@ -860,6 +872,154 @@ def gpu_check(
         fail(f"no GPU on this node ({build})", 1)
     else:
         typer.echo(f"no GPU on this node; trials here run on the CPU ({build})")
+
+
+slurm_app = typer.Typer(no_args_is_help=True, help="Studies on a Slurm cluster: submit, status, cancel.")
+app.add_typer(slurm_app, name="slurm")
+
+
+@slurm_app.command("submit")
+def slurm_submit(
+    study: Path = typer.Argument(..., help="Study YAML."),
+    nodes: int = typer.Option(1, "--nodes", min=1, help="Nodes: one Ray node each (the first is the head)."),
+    gpus_per_node: int = typer.Option(0, "--gpus-per-node", min=0),
+    cpus_per_node: int = typer.Option(None, "--cpus-per-node", min=1, help="Default: what the partition gives."),
+    time: str = typer.Option("04:00:00", "--time", help="Wall-time limit of each run of the job, [D-]HH:MM:SS."),
+    grace: int = typer.Option(300, "--grace", min=1, help="Seconds before the limit to stop and requeue."),
+    partition: str = typer.Option(None, "--partition"),
+    account: str = typer.Option(None, "--account"),
+    sbatch_arg: list[str] = typer.Option([], "--sbatch-arg", help="More #SBATCH options, e.g. --sbatch-arg=--qos=long"),
+    venv: Path = typer.Option(None, "--venv", help="Environment on the shared filesystem (default: this one)."),
+    storage: str = typer.Option(None, "--storage", help="Override the study's storage (a shared folder or s3://)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the sbatch script; submit nothing."),
+) -> None:
+    """Run a study as one Slurm job (Ray inside the allocation); it requeues itself at its time limit."""
+    from sweeper.slurm import cluster
+    from sweeper.slurm.script import JobRequest, render, seconds
+
+    spec = _study(study, storage)
+    try:
+        limit = seconds(time)
+    except ValueError as err:
+        fail(str(err), 2)
+    if grace >= limit:
+        fail(f"--grace {grace}: must be shorter than --time ({time} = {limit} s)", 2)
+    venv = (venv or Path(sys.prefix)).expanduser().absolute()
+    if not (venv / "bin" / "activate").is_file():
+        fail(f"--venv {venv}: no bin/activate there (give the environment that has anpyc-sweep installed)", 2)
+    if spec.remote_storage:
+        location, output = spec.storage, Path("anpyc-slurm").absolute() / spec.name
+    else:
+        location = str(Path(spec.storage).expanduser().absolute())
+        output = spec.study_dir / "slurm"
+    request = JobRequest(
+        study_yaml=str(study.absolute()),
+        storage=location,
+        study=spec.name,
+        output_dir=str(output),
+        venv=str(venv),
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+        cpus_per_node=cpus_per_node,
+        time=time,
+        grace_s=grace,
+        partition=partition,
+        account=account,
+        sbatch_args=sbatch_arg,
+    )
+    text = render(request)
+    if dry_run:
+        typer.echo(text)
+        return
+    try:
+        cluster.check_request(partition, gpus_per_node)
+        running = cluster.jobs_of(spec.name)
+        if running:
+            job, state = running[0]
+            again = f"anpyc-sweep slurm cancel {study}"
+            fail(f"study {spec.name} is already in Slurm job {job} ({state}); wait for it, or: {again}", 2)
+        if not spec.remote_storage and not cluster.shared(location):
+            kind = cluster.filesystem_type(location) or "unknown"
+            typer.echo(
+                f"warning: storage {location} is on a {kind} filesystem, not a shared one (NFS, Lustre, GPFS, ...): "
+                "nodes other than the first would not see it",
+                err=True,
+            )
+        output.mkdir(parents=True, exist_ok=True)
+        script = output / f"{spec.name}.sbatch"
+        fd, tmp = tempfile.mkstemp(dir=output, prefix=".sbatch-")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        try:
+            cluster.test_only(tmp)  # Slurm's own verdict (account, limits) before anything is queued
+            os.replace(tmp, script)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        job = cluster.submit(str(script))
+    except cluster.SlurmError as err:
+        fail(str(err), 2)
+    except OSError as err:
+        fail(f"{output}: cannot write the sbatch script ({err.strerror or err})", 1)
+    typer.echo(
+        f"submitted Slurm job {job} for study {spec.name}: script {script}, log {output}/job-{job}.out; "
+        f"follow it with: anpyc-sweep slurm status {study}"
+    )
+
+
+@slurm_app.command("status")
+def slurm_status(
+    study: Path = typer.Argument(..., help="Study YAML."),
+    storage: str = typer.Option(None, "--storage"),
+) -> None:
+    """The study's Slurm jobs and its trial counts."""
+    from sweeper.query import QueryError, study_status
+    from sweeper.slurm import cluster
+
+    spec = _study(study, storage)
+    try:
+        jobs = [{"job": job, "state": state} for job, state in cluster.jobs_of(spec.name)]
+    except cluster.SlurmError as err:
+        fail(str(err), 2)
+    try:
+        counts = study_status(spec)
+    except QueryError:
+        counts = {"study": spec.name, "storage": spec.tune_storage, "expected_trials": spec.trial_count()}
+    except RuntimeError as err:
+        fail(str(err), 1)
+    typer.echo(json.dumps({"slurm_jobs": jobs, **counts}, indent=2))
+
+
+@slurm_app.command("cancel")
+def slurm_cancel(
+    study: Path = typer.Argument(..., help="Study YAML."),
+    storage: str = typer.Option(None, "--storage"),
+    wait: float = typer.Option(120.0, "--wait", help="Seconds to let a running job stop the study cleanly."),
+) -> None:
+    """Stop the study's jobs: a running one stops its trials at their checkpoints and tears Ray down."""
+    import time as clock
+
+    from sweeper.slurm import cluster
+
+    spec = _study(study, storage)
+    try:
+        jobs = cluster.jobs_of(spec.name)
+        if not jobs:
+            fail(f"study {spec.name} has no job in the Slurm queue", 2)
+        for job, state in jobs:
+            if state == "RUNNING":  # USR2: the script interrupts the driver, stops Ray and does not requeue
+                cluster.run("scancel", "--batch", "--signal=USR2", job)
+            else:
+                cluster.run("scancel", job)
+        deadline = clock.time() + wait
+        while cluster.jobs_of(spec.name) and clock.time() < deadline:
+            clock.sleep(2)
+        left = cluster.jobs_of(spec.name)
+        for job, _ in left:  # did not stop in time: Slurm's own cancel (trials keep their last checkpoints)
+            cluster.run("scancel", job)
+    except cluster.SlurmError as err:
+        fail(str(err), 2)
+    ids = ", ".join(job for job, _ in jobs)
+    typer.echo(f"cancelled Slurm job(s) {ids} of study {spec.name}; continue it with: anpyc-sweep slurm submit {study}")
 
 
 def main() -> None:

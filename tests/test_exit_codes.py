@@ -98,6 +98,11 @@ CASES = [
     ("compact", 1, ["compact", "STUDY"], "busy"),
     ("compress", 2, ["compress", "STUDY_RUN", "--schedule", "0.5,2"], None),
     ("ui", 2, ["ui", "STUDY"], "fresh"),
+    ("slurm submit", 0, ["slurm", "submit", "STUDY", "--dry-run"], "fresh"),
+    ("slurm submit", 2, ["slurm", "submit", "STUDY", "--time", "90"], "fresh"),
+    ("slurm submit", 2, ["slurm", "submit", "STUDY"], "noslurm"),
+    ("slurm status", 2, ["slurm", "status", "STUDY"], "noslurm"),
+    ("slurm cancel", 2, ["slurm", "cancel", "STUDY"], "noslurm"),
 ]
 
 
@@ -114,6 +119,9 @@ def test_every_verb_answers_by_the_exit_code_contract(tmp_path, monkeypatch, ver
         study, _ = recorded(tmp_path)
     elif setup == "corrupt":
         study, _ = corrupt_tracking(tmp_path)
+    elif setup == "noslurm":  # a laptop: no Slurm command on PATH
+        study, _ = study_file(tmp_path, "fresh")
+        monkeypatch.setenv("PATH", str(tmp_path))
     run_config = tmp_path / "run.yaml"
     run_config.write_text(yaml.safe_dump(TINY))
     argv = [

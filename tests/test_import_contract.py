@@ -38,3 +38,13 @@ def test_importing_everything_loads_none_of_them():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_the_slurm_commands_never_load_ray_or_mlflow():
+    """`slurm submit/status/cancel` run on a login node: sweeper.slurm imports neither Ray nor MLflow."""
+    code = (
+        "import sys\nimport sweeper.slurm.cluster, sweeper.slurm.script\n"
+        "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'mlflow', 'optuna'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -1,0 +1,193 @@
+"""A real Slurm cluster on this one machine: munged, slurmctld and two slurmd "nodes".
+
+Each slurmd runs in its own PID + mount + UTS namespace (`unshare`) with its own hostname (n1, n2), its
+own 127.0.0.x address (NodeAddr) and its own port, so Slurm sees two machines; a small Python init
+reaps the namespace's orphans. Everything lives in one temporary folder with its own ports: the
+machine's own Slurm configuration, if any, is never read or touched. Every process started here is
+stopped by its PID. Needs root, Debian's `slurm-wlm` and `munge`, and `unshare`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.cluster.loopback import free_port, wait_for
+
+NODES = {"n1": "127.0.0.21", "n2": "127.0.0.22"}
+CPUS_PER_NODE = 2
+#: PID 1 of a node's namespace: sets the hostname, runs slurmd and reaps every orphan until slurmd exits
+INIT = """
+import os, socket, subprocess, sys
+socket.sethostname(sys.argv[1])
+slurmd = subprocess.Popen(["slurmd", "-D"])
+while True:
+    pid, _ = os.wait()
+    if pid == slurmd.pid:
+        break
+"""
+
+
+def missing_requirements() -> str | None:
+    """Why this machine cannot run the loopback Slurm cluster, or None."""
+    if os.geteuid() != 0:
+        return "needs root (munge user, unshare)"
+    for tool in ("slurmctld", "slurmd", "munged", "sbatch", "unshare"):
+        if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
+            return f"needs {tool} (apt-get install slurm-wlm munge)"
+    try:
+        pwd.getpwnam("munge")
+    except KeyError:
+        return "needs the munge user (apt-get install munge)"
+    return None
+
+
+class SlurmCluster:
+    """munged + slurmctld + two slurmd nodes, configured in a private folder; `env` points clients at it."""
+
+    def __init__(self) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="anpyc-slurm-"))
+        self.base.chmod(0o755)  # munged (user munge) must reach its socket folder
+        self.conf = self.base / "slurm.conf"
+        self.env = {**os.environ, "SLURM_CONF": str(self.conf), "PATH": f"/usr/sbin:{os.environ['PATH']}"}
+        self.slurmctld: subprocess.Popen | None = None
+        self.nodes: dict[str, subprocess.Popen] = {}
+        self.munged_pid: int | None = None
+
+    # ------------------------------------------------------------------ up
+    def up(self) -> SlurmCluster:
+        """Start everything and wait until both nodes are idle."""
+        try:
+            self._start_munge()
+            self._write_conf()
+            for folder in ("state", "log", "spool"):
+                (self.base / folder).mkdir()
+            self.slurmctld = subprocess.Popen(
+                ["slurmctld", "-D", "-i"], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+            )
+            wait_for(lambda: self.run("sinfo").returncode == 0, 30, "slurmctld answering")
+            for name in NODES:
+                self.nodes[name] = subprocess.Popen(
+                    ["unshare", "--pid", "--mount", "--uts", "--fork", "--mount-proc"]
+                    + [sys.executable, "-c", INIT, name],
+                    env=self.env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.STDOUT,
+                )
+            wait_for(self._both_idle, 60, "both slurmd nodes idle")
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def _both_idle(self) -> bool:
+        out = self.run("sinfo", "--noheader", "--format=%n %t").stdout.split()
+        return out.count("idle") == len(NODES)
+
+    def _start_munge(self) -> None:
+        folder = self.base / "munge"
+        folder.mkdir()
+        key = folder / "munge.key"
+        key.write_bytes(os.urandom(1024))
+        munge = pwd.getpwnam("munge")
+        for path in (folder, key):
+            os.chown(path, munge.pw_uid, munge.pw_gid)
+        folder.chmod(0o755)
+        key.chmod(0o400)
+        self.socket = folder / "munge.sock"
+        subprocess.run(
+            ["runuser", "-u", "munge", "--", shutil.which("munged") or "/usr/sbin/munged"]
+            + [f"--socket={self.socket}", f"--key-file={key}", f"--pid-file={folder / 'munged.pid'}"]
+            + [f"--log-file={folder / 'munged.log'}", f"--seed-file={folder / 'munged.seed'}"],
+            check=True,
+            capture_output=True,
+        )
+        self.munged_pid = int((folder / "munged.pid").read_text())
+
+    def _write_conf(self) -> None:
+        b = self.base
+        node_ports = {name: free_port() for name in NODES}
+        lines = [
+            "ClusterName=anpyc-test",
+            f"SlurmctldHost={os.uname().nodename}(127.0.0.1)",
+            f"SlurmctldPort={free_port()}",
+            f"SlurmdPort={next(iter(node_ports.values()))}",
+            "SlurmUser=root",
+            "SlurmdUser=root",
+            "AuthType=auth/munge",
+            "CredType=cred/munge",
+            f"AuthInfo=socket={self.socket}",
+            f"StateSaveLocation={b}/state",
+            f"SlurmdSpoolDir={b}/spool/%n",
+            f"SlurmctldPidFile={b}/slurmctld.pid",
+            f"SlurmdPidFile={b}/spool/slurmd-%n.pid",
+            f"SlurmctldLogFile={b}/log/slurmctld.log",
+            f"SlurmdLogFile={b}/log/slurmd-%n.log",
+            "ProctrackType=proctrack/linuxproc",
+            "TaskPlugin=task/none",
+            "MpiDefault=none",
+            "MailProg=/bin/true",
+            "ReturnToService=2",
+            "SchedulerType=sched/backfill",
+            "SelectType=select/cons_tres",
+            "SelectTypeParameters=CR_CPU",
+            "JobCompType=jobcomp/none",
+            "AccountingStorageType=accounting_storage/none",
+            "JobAcctGatherType=jobacct_gather/none",
+            "MinJobAge=600",
+            "KillWait=15",
+            "InactiveLimit=0",
+        ]
+        for name, ip in NODES.items():
+            lines.append(
+                f"NodeName={name} NodeHostname={name} NodeAddr={ip} Port={node_ports[name]} "
+                f"CPUs={CPUS_PER_NODE} RealMemory=4000 State=UNKNOWN"
+            )
+        lines.append(f"PartitionName=debug Nodes={','.join(NODES)} Default=YES MaxTime=INFINITE State=UP")
+        self.conf.write_text("\n".join(lines) + "\n")
+
+    # ------------------------------------------------------------------ use
+    def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        """A Slurm client command against this cluster."""
+        return subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=timeout)
+
+    def job(self, job_id: str) -> dict[str, str]:
+        """`scontrol show job` as a dict (JobState, Restarts, ...); {} once Slurm forgot it."""
+        out = self.run("scontrol", "show", "job", "--oneliner", job_id).stdout
+        return dict(field.split("=", 1) for field in out.split() if "=" in field)
+
+    # ------------------------------------------------------------------ down
+    def down(self) -> None:
+        """Cancel every job, stop the nodes, slurmctld and munged (by PID), remove the folder."""
+        if self.slurmctld is not None and self.slurmctld.poll() is None:
+            self.run("scancel", "--user=root", "--full")
+            time.sleep(2)
+        for proc in self.nodes.values():  # killing a namespace's PID 1 ends everything inside it
+            if proc.poll() is None:
+                children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+                for pid in children.read_text().split() if children.exists() else []:
+                    os.kill(int(pid), signal.SIGKILL)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        if self.slurmctld is not None and self.slurmctld.poll() is None:
+            self.slurmctld.terminate()
+            try:
+                self.slurmctld.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.slurmctld.kill()
+                self.slurmctld.wait()
+        if self.munged_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.munged_pid, signal.SIGTERM)
+        shutil.rmtree(self.base, ignore_errors=True)
