@@ -125,8 +125,7 @@ def test_every_verb_answers_by_the_exit_code_contract(tmp_path, monkeypatch, ver
     run_config = tmp_path / "run.yaml"
     run_config.write_text(yaml.safe_dump(TINY))
     argv = [
-        a.replace("STUDY_RUN", str(run_config)).replace("STUDY", str(study)).replace("TMP", str(tmp_path))
-        for a in args
+        a.replace("STUDY_RUN", str(run_config)).replace("STUDY", str(study)).replace("TMP", str(tmp_path)) for a in args
     ]
     if setup == "busy":
         with StudyLock(parse_study(yaml.safe_load(study.read_text()))):

@@ -25,7 +25,7 @@ def test_the_script_is_valid_bash_with_the_requested_directives():
     for want in ("--nodes=3", "--gpus-per-node=2", "--cpus-per-task=8", "--partition=gpu", "--account=lab"):
         assert want in got
     assert "--requeue" in got and "--signal=B:USR1@120" in got and f"--job-name={job_name('s')}" in got
-    assert "anpyc-sweep launch \"$STUDY\" --resume-or-start" in text and "scontrol requeue" in text
+    assert 'anpyc-sweep launch "$STUDY" --resume-or-start' in text and "scontrol requeue" in text
 
 
 def test_no_gpu_partition_or_account_lines_unless_asked_and_extra_args_kept():

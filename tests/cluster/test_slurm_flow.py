@@ -126,3 +126,28 @@ def test_a_study_requeued_at_its_time_limit_finishes_exactly_once_on_two_nodes(s
 
     status = cli(slurm, "slurm", "status", str(path))
     assert status.returncode == 0 and '"FINISHED": 8' in status.stdout and '"slurm_jobs": []' in status.stdout
+
+
+def test_cancel_stops_a_running_study_cleanly_without_requeueing(slurm, tmp_path):
+    raw = {**STUDY, "name": "cancelled", "storage": str(tmp_path / "shared")}
+    path = tmp_path / "cancelled.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    spec = parse_study(raw)
+    done = cli(slurm, "slurm", "submit", str(path), "--nodes", "2", "--time", "00:10:00")
+    assert done.returncode == 0, done.stderr
+    job = done.stdout.split("submitted Slurm job ")[1].split()[0]
+    log = spec.study_dir / "slurm" / f"job-{job}.out"
+    deadline = time.time() + 180
+    while time.time() < deadline and not list((spec.study_dir / "tasks").glob("*/*.parquet")):
+        time.sleep(1)  # the driver is running trials
+    assert list((spec.study_dir / "tasks").glob("*/*.parquet")), log.read_text()[-3000:]
+
+    cancel = cli(slurm, "slurm", "cancel", str(path))
+    assert cancel.returncode == 0 and f"cancelled Slurm job(s) {job}" in cancel.stdout, cancel.stderr
+    assert slurm.run("squeue", "--noheader").stdout.strip() == ""  # gone, and not requeued
+    text = log.read_text()
+    assert "(stopped: cancel)" in text and "requeueing" not in text
+    state = slurm.job(job)
+    assert state.get("Restarts") == "0" and state.get("JobState") in ("COMPLETED", "FAILED"), state
+    status = cli(slurm, "slurm", "status", str(path))
+    assert status.returncode == 0 and '"slurm_jobs": []' in status.stdout  # the study waits for a resubmit
