@@ -362,7 +362,7 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _check_model_fits(self) -> RunConfig:
-        from anpyc_core.models.cnn import input_refusal
+        from anpyc_core.arch_shapes import input_refusal
 
         arch, method, pruning = self.model.arch, self.strategy.method, self.strategy.pruning
         if arch in GENERATIVE_ARCHS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import tempfile
 from pathlib import Path
@@ -10,10 +11,9 @@ from pathlib import Path
 import yaml
 
 from anpyc_core.config import apply_overrides, parse_override, validate_config
-from anpyc_core.trainer import run_config
 from sweeper import results
+from sweeper.mlflow_store import TAG_ROLE, TAG_STUDY, TAG_TRIAL, all_runs, tracking_client
 from sweeper.spec import QueryError, StudySpec
-from sweeper.tracking import TAG_ROLE, TAG_STUDY, TAG_TRIAL, all_runs, tracking_client
 
 
 def read_client(uri: str, what: str):
@@ -219,9 +219,17 @@ def recorded_run(run_id: str, tracking_uri: str, overrides: list[str]):
         raise QueryError(f"run {run_id}: not found at {tracking_uri}") from None
     if run.data.tags.get(TAG_ROLE) != "trial" or TAG_STUDY not in run.data.tags:
         raise QueryError(f"run {run_id}: not an anpyc-sweep trial run")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line of output, not a bar
     with tempfile.TemporaryDirectory() as folder:
-        path = client.download_artifacts(run_id, "run_config.json", folder)
-        cfg = json.loads(Path(path).read_text())
+        try:
+            path = client.download_artifacts(run_id, "run_config.json", folder)
+            cfg = json.loads(Path(path).read_text())
+        except Exception as err:  # noqa: BLE001 - MLflow, I/O and JSON errors alike: the artifact is not usable
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise RuntimeError(
+                f"run {run_id}: its run_config.json artifact cannot be read ({first}); "
+                "check that the study's artifacts (mlartifacts/) are where the run says"
+            ) from None
     cfg = apply_overrides(cfg, dict(parse_override(o) for o in overrides))
     recorded = {k.removeprefix("final_"): v for k, v in run.data.metrics.items() if k.startswith("final_")}
     return validate_config(cfg), recorded
@@ -230,6 +238,8 @@ def recorded_run(run_id: str, tracking_uri: str, overrides: list[str]):
 def rerun(run_id: str, tracking_uri: str, overrides: list[str]) -> tuple[dict, dict, dict]:
     """Run a tracked trial's exact config locally; returns (config, recorded metrics, new metrics)."""
     run_cfg, recorded = recorded_run(run_id, tracking_uri, overrides)
+    from anpyc_core.trainer import run_config  # torch: only a rerun pays for it
+
     result = run_config(run_cfg)
     new = {
         f"{p}_{k}": v

@@ -15,8 +15,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from sweeper.mlflow_store import TRIALS_VIEW
 from sweeper.spec import QueryError, StudySpec
-from sweeper.tracking import TRIALS_VIEW
 
 BIN = Path(sys.executable).parent
 

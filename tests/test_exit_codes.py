@@ -136,3 +136,13 @@ def test_every_verb_answers_by_the_exit_code_contract(tmp_path, monkeypatch, ver
     if code:
         errors = [line for line in proc.output.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1 and "Traceback" not in proc.output, proc.output
+
+
+def test_rerun_of_a_run_whose_config_artifact_is_gone_is_one_line_exit_1(tmp_path):
+    study, spec = recorded(tmp_path)  # runs as a launch records them, but without their artifacts
+    client = tracking_client(spec.resolved_tracking_uri())
+    run_id = client.search_runs([study_experiment(client, spec)], f"tags.{TAG_ROLE} = 'trial'")[0].info.run_id
+    proc = CliRunner().invoke(app, ["rerun", run_id, "--study", str(study), "--dry-run"])
+    assert proc.exit_code == 1, proc.output
+    lines = proc.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: run {run_id}: its run_config.json artifact"), lines

@@ -48,3 +48,13 @@ def test_the_slurm_commands_never_load_ray_or_mlflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_the_lookups_never_load_ray_or_torch():
+    """`status`, `best` and `rerun --dry-run` answer fast: their modules import MLflow, never Ray or torch."""
+    code = (
+        "import sys\nimport sweeper.cli, sweeper.query, sweeper.mlflow_store\n"
+        "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'torch'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
