@@ -28,7 +28,7 @@ from sweeper.tune_state import TUNE_DIR, StateBackup, repair
 
 #: a snapshot period the user set for Tune before the first launch in this process wins over ours
 USER_SNAPSHOT_PERIOD = os.environ.get("TUNE_GLOBAL_CHECKPOINT_S")
-TRIALS_PER_SNAPSHOT_SECOND = 1000
+TRIALS_PER_SNAPSHOT_SECOND = 100
 OPTUNA_DB = "optuna.db"
 STUDY_FILE = "study.yaml"
 
@@ -493,11 +493,12 @@ def compact_results(spec: StudySpec) -> list[results.Compaction]:
 
 
 def snapshot_period(trials: int) -> int:
-    """Seconds between Tune's experiment snapshots: 1 s up to 1,000 trials, then one second more per 1,000.
+    """Seconds between Tune's experiment snapshots: 1 s up to 100 trials, then one second more per 100.
 
     A snapshot writes every trial's state, so its cost grows with the study; stretching the period in
-    proportion keeps the driver's snapshot time per second, and so per trial, flat. A killed driver then
-    loses at most that many seconds of checkpoint bookkeeping (a trial redoes at most one task)."""
+    proportion keeps the driver's snapshot time per second, and so per trial, flat (measured: from 100 to
+    1,000 Ray trials, docs/PERFORMANCE.md). A killed driver then loses at most that many seconds of
+    checkpoint bookkeeping: a trial redoes at most the tasks it finished in that window."""
     return max(1, -(-trials // TRIALS_PER_SNAPSHOT_SECOND))
 
 

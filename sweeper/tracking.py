@@ -37,7 +37,7 @@ from sweeper.mlflow_store import (  # noqa: F401 - re-exported: the recorder's c
 )
 from sweeper.spec import StudySpec
 from sweeper.storage import StorageError, full_storage
-from sweeper.trainable import trial_run_config
+from sweeper.trainable import HEATMAP_FILE, trial_run_config
 from sweeper.version import code_version_tags
 
 
@@ -177,7 +177,8 @@ class StudyRecorder(Callback):
                     local = Path(folder) / Path(name).name
                     with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{name}") as src:
                         local.write_bytes(src.read())
-                    self.client.log_artifact(self.run_id(one), str(local), "snapshots")
+                    where = None if name == HEATMAP_FILE else "snapshots"  # the heatmap sits at the run's top
+                    self.client.log_artifact(self.run_id(one), str(local), where)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         """Close the trial's record, or every member's record of a pack."""
@@ -198,7 +199,8 @@ class StudyRecorder(Callback):
             for name in ("acc_matrix", "val_acc_matrix", *results.EXTRA_MATRICES):
                 if name in result:
                     self.client.log_text(run_id, result[name], f"{name}.json")
-            self._log_heatmap(run_id, json.loads(result["acc_matrix"]), json.loads(result["val_acc_matrix"]))
+            if HEATMAP_FILE not in json.loads(result.get("snapshot_files", "[]")):  # packs: drawn here
+                self._log_heatmap(run_id, json.loads(result["acc_matrix"]), json.loads(result["val_acc_matrix"]))
             final = [
                 Metric(f"final_{k}", float(v), int(time.time() * 1000), 0)
                 for k, v in result.items()

@@ -19,6 +19,7 @@ from anpyc_core.trainer import Trainer, TrainingDiverged, make_trainer, resolve_
 
 CHECKPOINT_FILE = "state.pt"
 HISTORY_FILE = "history.json"  # every finished task's record, so a lost report can be recorded later
+HEATMAP_FILE = "acc_matrix.png"  # the final accuracy matrices, drawn here on the worker, not on the driver
 SNAPSHOT_PREFIX = "snapshot_task_"
 
 
@@ -165,11 +166,25 @@ def write_task_files(folder: Path, trainer: Trainer, record, spec: dict, history
     return [snapshot_name(record.task)]
 
 
+def write_heatmap(path: Path, metrics: dict) -> None:
+    """The run's test and validation accuracy matrices as one PNG (rendering costs ~0.3 s: the worker pays it)."""
+    import matplotlib.pyplot as plt
+
+    from sweeper.plots import accuracy_heatmaps
+
+    fig = accuracy_heatmaps(json.loads(metrics["acc_matrix"]), json.loads(metrics["val_acc_matrix"]))
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
 def report_task(trainer: Trainer, record, spec: dict, resumed_from: int, history: list[dict]) -> None:
     """`tune.report` one finished task with a checkpoint of the whole state."""
     metrics = task_report(trainer, record, resumed_from, history)
     with tempfile.TemporaryDirectory() as folder:
         trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
         snapshots = write_task_files(Path(folder), trainer, record, spec, history)
+        if "acc_matrix" in metrics and not hasattr(trainer, "save_samples"):  # the last task of a classifier
+            write_heatmap(Path(folder) / HEATMAP_FILE, metrics)
+            snapshots.append(HEATMAP_FILE)
         metrics["snapshot_files"] = json.dumps(snapshots)  # the driver copies these to MLflow, nothing else
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))

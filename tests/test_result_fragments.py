@@ -204,7 +204,7 @@ def test_compact_folds_a_studys_fragments_and_waits_for_no_running_launch(tmp_pa
 def test_tunes_snapshot_period_grows_with_the_study_so_its_cost_per_trial_stays_flat():
     from sweeper.launch import snapshot_period
 
-    assert [snapshot_period(n) for n in (1, 100, 1000, 1001, 10_000, 25_000)] == [1, 1, 1, 2, 10, 25]
+    assert [snapshot_period(n) for n in (1, 100, 101, 1000, 10_000, 25_000)] == [1, 1, 2, 10, 100, 250]
 
 
 def test_the_documented_duckdb_query_reads_a_running_study_as_its_readers_do(tmp_path):
