@@ -22,7 +22,8 @@ from anpyc_core.config import RunConfig
 from anpyc_core.data import build_tasks, load_data
 from anpyc_core.data.tasks import Split
 from anpyc_core.models import build_model
-from anpyc_core.trainer import accuracy, derive_seed, resolve_device
+from anpyc_core.run_state import derive_seed, resolve_device
+from anpyc_core.trainer import accuracy
 
 #: The paper's schedule: fractions of the remaining weights pruned at each iteration.
 PAPER_SCHEDULE = (0.8, 0.7, 0.5, 0.4, 0.1)

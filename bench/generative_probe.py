@@ -18,9 +18,9 @@ import time
 import numpy as np
 import torch
 
-from anpyc_core import generative_importance as gi
 from anpyc_core.config import validate_config
-from anpyc_core.trainer import make_trainer
+from anpyc_core.generative import importance as gi
+from anpyc_core.runner import make_trainer
 
 
 def config(method: str, lam: float, tasks: int, retrain: int, extra: dict):

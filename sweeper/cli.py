@@ -145,8 +145,9 @@ def train(
 ) -> None:
     """Run one task sequence locally (no Ray) and write result.json."""
     from anpyc_core.data import DataError
+    from anpyc_core.errors import TrainingDiverged
     from anpyc_core.models import ModelInitError
-    from anpyc_core.trainer import TrainingDiverged, make_trainer
+    from anpyc_core.runner import make_trainer
 
     try:
         cfg = load_config(config, set_)

@@ -136,7 +136,7 @@ def sample_run_configs(spec: StudySpec) -> list[dict]:
 
 def load_features(configs: list[dict], datasets: dict) -> dict:
     """The feature classifier record of each benchmark a generative study evaluates on (trained once, cached)."""
-    from anpyc_core.feature_classifier import feature_key, features_for
+    from anpyc_core.generative.feature_classifier import feature_key, features_for
 
     out = {}
     for cfg in configs:
@@ -161,7 +161,8 @@ def load_datasets(configs: list[dict]) -> dict:
 @ray.remote
 def _joint_run(cfg: dict, raw) -> dict:
     from anpyc_core.data import build_tasks
-    from anpyc_core.trainer import Trainer, resolve_device
+    from anpyc_core.run_state import resolve_device
+    from anpyc_core.trainer import Trainer
 
     run_cfg = validate_config(cfg)
     raw = {name: ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref for name, ref in raw.items()}

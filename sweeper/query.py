@@ -238,7 +238,7 @@ def recorded_run(run_id: str, tracking_uri: str, overrides: list[str]):
 def rerun(run_id: str, tracking_uri: str, overrides: list[str]) -> tuple[dict, dict, dict]:
     """Run a tracked trial's exact config locally; returns (config, recorded metrics, new metrics)."""
     run_cfg, recorded = recorded_run(run_id, tracking_uri, overrides)
-    from anpyc_core.trainer import run_config  # torch: only a rerun pays for it
+    from anpyc_core.runner import run_config  # torch: only a rerun pays for it
 
     result = run_config(run_cfg)
     new = {

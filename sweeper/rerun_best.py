@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from anpyc_core.config import ConfigError, validate_config
-from anpyc_core.trainer import TrainingDiverged, run_config
+from anpyc_core.errors import TrainingDiverged
+from anpyc_core.runner import run_config
 from sweeper.query import QueryError, best_configs
 from sweeper.spec import StudySpec
 

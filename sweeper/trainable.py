@@ -13,9 +13,12 @@ from ray import tune
 
 from anpyc_core.config import validate_config
 from anpyc_core.data import RawDataset, build_tasks
-from anpyc_core.feature_classifier import feature_key
+from anpyc_core.errors import TrainingDiverged
+from anpyc_core.generative.feature_classifier import feature_key
 from anpyc_core.metrics import summarize
-from anpyc_core.trainer import Trainer, TrainingDiverged, make_trainer, resolve_device
+from anpyc_core.run_state import resolve_device
+from anpyc_core.runner import make_trainer
+from anpyc_core.trainer import Trainer
 
 CHECKPOINT_FILE = "state.pt"
 HISTORY_FILE = "history.json"  # every finished task's record, so a lost report can be recorded later
@@ -62,7 +65,7 @@ def task_metrics(acc: list[list[float]], val: list[list[float]], done: int) -> d
 
 def fid_metrics(extra_rows: dict[str, list[float]], done: int) -> dict[str, float]:
     """FID of the first five and of every task learned so far (generative runs; empty otherwise)."""
-    from anpyc_core.generative_trainer import fid_summary
+    from anpyc_core.generative.trainer import fid_summary
 
     out = {}
     for prefix, key in (("test", "fid"), ("val", "val_fid")):

@@ -68,7 +68,7 @@ def test_one_domain_benchmarks_only_go_into_a_generative_sequence():
 
 
 def test_the_vae_learns_celeba_then_anime_faces_with_a_feature_classifier_over_both(tmp_path, monkeypatch):
-    from anpyc_core.generative_trainer import GenerativeTrainer
+    from anpyc_core.generative.trainer import GenerativeTrainer
 
     write_celeba(tmp_path / "celeba_root")
     write_anime(tmp_path / "anime_root")

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from anpyc_core.fid import frechet_distance
-from anpyc_core.generative_importance import generator_importance, vae_importance
-from anpyc_core.models.generative import ConditionalDiscriminator, ConditionalGenerator, MultiLatentVAE, elbo
+from anpyc_core.generative.fid import frechet_distance
+from anpyc_core.generative.importance import generator_importance, vae_importance
+from anpyc_core.generative.models import ConditionalDiscriminator, ConditionalGenerator, MultiLatentVAE, elbo
 
 
 def test_the_class_representation_layer_grows_one_row_per_task_and_old_rows_never_change():

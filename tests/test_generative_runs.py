@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from anpyc_core.config import ConfigError, apply_overrides, validate_config
 from anpyc_core.data import load_raw
-from anpyc_core.feature_classifier import feature_record
-from anpyc_core.generative_trainer import GenerativeTrainer, replay_count
+from anpyc_core.generative.feature_classifier import feature_record
+from anpyc_core.generative.trainer import GenerativeTrainer, replay_count
 from sweeper.cli import app
 
 TINY_GAN = {
@@ -201,7 +201,7 @@ def test_a_generative_study_records_fid_per_task_sample_grids_and_final_fid(ray_
 def test_the_dcgan_version_generates_32x32_colour_images_and_keeps_old_rows(tmp_path):
     from anpyc_core.data import build_tasks
     from anpyc_core.data.sources import RawDataset
-    from anpyc_core.feature_classifier import train_feature_net
+    from anpyc_core.generative.feature_classifier import train_feature_net
 
     rng = np.random.default_rng(0)
     x = rng.random((120, 3 * 32 * 32), dtype=np.float32)
@@ -227,7 +227,7 @@ def test_the_dcgan_version_generates_32x32_colour_images_and_keeps_old_rows(tmp_
 def test_inception_weights_from_a_local_file_give_2048_d_features_and_foreign_files_one_line(tmp_path):
     from torchvision.models import inception_v3
 
-    from anpyc_core.feature_classifier import FeatureError, feature_net, features_name
+    from anpyc_core.generative.feature_classifier import FeatureError, feature_net, features_name
 
     weights = tmp_path / "inception.pt"
     torch.manual_seed(0)

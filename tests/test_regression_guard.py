@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from anpyc_core.config import apply_overrides, validate_config
-from anpyc_core.trainer import run_config
+from anpyc_core.runner import run_config
 
 HERE = pathlib.Path(__file__).parent / "regression"
 MODE = os.environ.get("ANPYC_REGRESSION", "")

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from anpyc_core.data.idx import DataError
-from anpyc_core.data.sources import RawDataset
+from anpyc_core.data.raw import RawDataset
+from anpyc_core.data.registry import register
 
 SIZE = 32
 SHAPE = (3, SIZE, SIZE)
@@ -68,6 +69,7 @@ def every_tenth(count: int) -> np.ndarray:
     return mask
 
 
+@register("celeba", "celeba/img_align_celeba/*.jpg (and celeba/list_eval_partition.txt)")
 def read_celeba(folder: Path) -> RawDataset | None:
     """CelebA from `celeba/img_align_celeba/*.jpg` (or `img_align_celeba/` directly) under `folder`."""
     for root in (folder / "celeba", folder):
@@ -92,6 +94,7 @@ def read_celeba(folder: Path) -> RawDataset | None:
     return None
 
 
+@register("anime", "images/*.png|jpg (or the image files directly)")
 def read_anime(folder: Path) -> RawDataset | None:
     """Anime faces: image files in `folder/images/` or directly in `folder`."""
     for root in (folder / "images", folder):

@@ -1,14 +1,18 @@
-"""Where each benchmark's raw images come from (SPEC §2): embedded digits or IDX files."""
+"""Where each benchmark's raw images come from (SPEC §2): embedded digits, IDX files, or a registered reader.
+
+Imports the format modules (vision, faces) so that their readers are registered; none of them imports this one."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from anpyc_core.data import faces, vision  # noqa: F401 - importing them registers their readers
 from anpyc_core.data.idx import DataError, read_idx
+from anpyc_core.data.raw import RawDataset, candidate_dirs
+from anpyc_core.data.registry import READERS, load_registered
 
 IDX_FILES = {
     "x_train": "train-images-idx3-ubyte",
@@ -17,34 +21,6 @@ IDX_FILES = {
     "y_test": "t10k-labels-idx1-ubyte",
 }
 _TORCHVISION_CLASS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
-SYSTEM_DATA_DIR = Path("/usr/share/datasets")
-
-
-@dataclass(frozen=True)
-class RawDataset:
-    """A benchmark's images as float32 rows in [0, 1] with integer labels, train and test."""
-
-    name: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    origin: str
-    #: (channels, height, width) of one image; None: square grey images (H = W = √features)
-    shape: tuple[int, int, int] | None = None
-
-    @property
-    def num_features(self) -> int:
-        """Values per image (channels × height × width)."""
-        return int(self.x_train.shape[1])
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """(channels, height, width) of one image row."""
-        if self.shape is not None:
-            return self.shape
-        side = int(round(self.num_features**0.5))
-        return (1, side, side)
 
 
 def load_digits_dataset() -> RawDataset:
@@ -64,19 +40,6 @@ def _idx_path(folder: Path, stem: str) -> Path | None:
         if (folder / name).is_file():
             return folder / name
     return None
-
-
-def candidate_dirs(name: str, data_dir: str | None = None) -> list[Path]:
-    """The folders searched for `name`'s IDX files, in order (SPEC §2)."""
-    dirs: list[Path] = []
-    if data_dir:
-        dirs.append(Path(data_dir))
-        dirs.append(Path(data_dir) / name)
-    env = os.environ.get("ANPYC_DATA_DIR")
-    if env:
-        dirs.append(Path(env) / name)
-    dirs.append(SYSTEM_DATA_DIR / name)
-    return dirs
 
 
 def _read_folder(name: str, folder: Path) -> RawDataset | None:
@@ -156,10 +119,8 @@ def load_raw(name: str, data_dir: str | None = None, download: bool = True) -> R
         return load_digits_dataset()
     if name in _TORCHVISION_CLASS:
         return load_idx_dataset(name, data_dir, download)
-    from anpyc_core.data.vision import READERS, load_vision_dataset
-
     if name in READERS:
-        return load_vision_dataset(name, data_dir)
+        return load_registered(name, data_dir)
     allowed = ", ".join(["digits", *_TORCHVISION_CLASS, *READERS])
     raise DataError(f"data.benchmark: unknown {name!r}; allowed: {allowed}")
 

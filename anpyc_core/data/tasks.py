@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from anpyc_core.config import DataConfig
-from anpyc_core.data.sources import RawDataset
+from anpyc_core.data.raw import RawDataset
 
 
 @dataclass

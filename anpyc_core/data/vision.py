@@ -11,14 +11,13 @@ area-averaged from 96×96 to 32×32 so that the five-dataset sequence shares one
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from anpyc_core.data.faces import read_anime, read_celeba
 from anpyc_core.data.idx import DataError
-from anpyc_core.data.sources import RawDataset, candidate_dirs
+from anpyc_core.data.raw import RawDataset
+from anpyc_core.data.registry import register
 
 #: (channels, height, width) of each benchmark as loaded.
 SHAPES = {"cifar10": (3, 32, 32), "svhn": (3, 32, 32), "stl10": (3, 32, 32), "notmnist": (1, 28, 28)}
@@ -66,6 +65,7 @@ def _md5_matches(path: str, size: int, mtime_ns: int, md5: str) -> bool:
     return check_integrity(path, md5)
 
 
+@register("cifar10", "cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}")
 def _read_cifar10(folder: Path) -> RawDataset | None:
     from torchvision.datasets import CIFAR10
 
@@ -91,6 +91,7 @@ def _read_cifar10(folder: Path) -> RawDataset | None:
     )
 
 
+@register("svhn", "{train,test}_32x32.mat")
 def _read_svhn(folder: Path) -> RawDataset | None:
     from torchvision.datasets import SVHN
 
@@ -115,6 +116,7 @@ def _read_svhn(folder: Path) -> RawDataset | None:
     )
 
 
+@register("stl10", "stl10_binary/{train,test}_{X,y}.bin")
 def _read_stl10(folder: Path) -> RawDataset | None:
     from torchvision.datasets import STL10
 
@@ -188,6 +190,7 @@ def _split_70_30(name: str, images: np.ndarray, labels: np.ndarray, origin: str,
     return RawDataset(name, x_tr, y_tr, x_te, y_te, origin=origin, shape=shape)
 
 
+@register("notmnist", "notMNIST_small/A..J/*.png (or notMNIST_large/, or A..J/ directly)")
 def _read_notmnist(folder: Path) -> RawDataset | None:
     for root in (folder / "notMNIST_small", folder / "notMNIST_large", folder):
         letters = _image_folders(root, list(LETTERS))
@@ -204,6 +207,7 @@ def _read_notmnist(folder: Path) -> RawDataset | None:
     return None
 
 
+@register("caltech101", "101_ObjectCategories/<class>/*.jpg")
 def _read_caltech101(folder: Path) -> RawDataset | None:
     root = folder / "101_ObjectCategories"
     classes = _image_folders(root)
@@ -215,44 +219,3 @@ def _read_caltech101(folder: Path) -> RawDataset | None:
     note = f", {broken} unreadable file(s) skipped" if broken else ""
     shape = (3, CALTECH_SIZE, CALTECH_SIZE)
     return _split_70_30("caltech101", images, labels, f"{root} ({len(classes)} classes{note})", shape)
-
-
-READERS: dict[str, Callable[[Path], RawDataset | None]] = {
-    "cifar10": _read_cifar10,
-    "svhn": _read_svhn,
-    "stl10": _read_stl10,
-    "notmnist": _read_notmnist,
-    "caltech101": _read_caltech101,
-    "celeba": read_celeba,
-    "anime": read_anime,
-}
-#: What to put where, per benchmark (the one-line error repeats it).
-LAYOUTS = {
-    "cifar10": "cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}",
-    "svhn": "{train,test}_32x32.mat",
-    "stl10": "stl10_binary/{train,test}_{X,y}.bin",
-    "notmnist": "notMNIST_small/A..J/*.png (or notMNIST_large/, or A..J/ directly)",
-    "caltech101": "101_ObjectCategories/<class>/*.jpg",
-    "celeba": "celeba/img_align_celeba/*.jpg (and celeba/list_eval_partition.txt)",
-    "anime": "images/*.png|jpg (or the image files directly)",
-}
-
-
-def load_vision_dataset(name: str, data_dir: str | None = None) -> RawDataset:
-    """Find and read `name` in the usual folders; one line listing every folder tried when it is absent."""
-    tried = []
-    for folder in candidate_dirs(name, data_dir):
-        try:
-            found = READERS[name](folder)
-        except DataError:
-            raise
-        except Exception as err:  # noqa: BLE001 - a torn pickle, a bad .mat, a short binary
-            detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise DataError(f"{folder}: {name} files are corrupt or truncated ({detail[:200]})") from None
-        if found is not None:
-            return found
-        tried.append(str(folder))
-    raise DataError(
-        f"{name}: not found; tried {'; '.join(tried)}. Put {LAYOUTS[name]} in $ANPYC_DATA_DIR/{name} "
-        f"or set data.data_dir (no download: {name} is not fetched by this tool)"
-    )

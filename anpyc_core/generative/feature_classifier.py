@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from anpyc_core.data.sources import RawDataset
+from anpyc_core.data.raw import RawDataset
 
 CACHE_FORMAT = 1
 

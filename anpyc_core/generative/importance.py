@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import torch
 
-from anpyc_core.models.generative import ConditionalGenerator, MultiLatentVAE, pixel_entropy
+from anpyc_core.generative.models import ConditionalGenerator, MultiLatentVAE, pixel_entropy
 
 Importances = dict[str, torch.Tensor]
 
@@ -96,7 +96,7 @@ def generator_fisher(generator: ConditionalGenerator, critic, task: int, samples
 
 def vae_fisher(model: MultiLatentVAE, inputs: torch.Tensor, task: int, seed: int) -> Importances:
     """EWC on a VAE: diagonal Fisher of each training image's ELBO w.r.t. the shared encoder and decoder."""
-    from anpyc_core.models.generative import elbo
+    from anpyc_core.generative.models import elbo
 
     params = model.trunk_parameters()
     noise = torch.Generator(device=inputs.device).manual_seed(seed * 10_007 + task)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from anpyc_core import generative_importance as gi
 from anpyc_core import importance as imp
 from anpyc_core.config import RunConfig
 from anpyc_core.data.tasks import Task
-from anpyc_core.models.generative import ConditionalGenerator
+from anpyc_core.generative import importance as gi
+from anpyc_core.generative.models import ConditionalGenerator
 from anpyc_core.strategies.base import Strategy
 from anpyc_core.strategies.regularised import Regularised, _derive
 

@@ -25,10 +25,9 @@ from torch.nn import functional as F
 from anpyc_core import __version__
 from anpyc_core.config import RunConfig
 from anpyc_core.data import TaskSequence, build_tasks, load_data
-from anpyc_core.feature_classifier import feature_net, features_for, features_name
-from anpyc_core.fid import frechet_distance
-from anpyc_core.metrics import bwt, fingerprint, forgetting, learning_accuracy
-from anpyc_core.models.generative import (
+from anpyc_core.generative.feature_classifier import feature_net, features_for, features_name
+from anpyc_core.generative.fid import frechet_distance
+from anpyc_core.generative.models import (
     ConditionalDiscriminator,
     ConditionalGenerator,
     ConvDiscriminator,
@@ -36,10 +35,9 @@ from anpyc_core.models.generative import (
     MultiLatentVAE,
     elbo_per_image,
 )
-from anpyc_core.schedule import learning_rate
-from anpyc_core.strategies.base import Phase
-from anpyc_core.strategies.generative import build_generative_strategy
-from anpyc_core.trainer import (
+from anpyc_core.generative.strategies import build_generative_strategy
+from anpyc_core.metrics import bwt, fingerprint, forgetting, learning_accuracy
+from anpyc_core.run_state import (
     CheckpointFiles,
     Patience,
     Progress,
@@ -49,6 +47,8 @@ from anpyc_core.trainer import (
     derive_seed,
     resolve_device,
 )
+from anpyc_core.schedule import learning_rate
+from anpyc_core.strategies.base import Phase
 
 FID_FIRST = 5  # Table III reports FID on the first five tasks
 _EVAL_STREAM = {"test": 11, "val": 12, "grid": 13, "row": 14, "elbo": 15}

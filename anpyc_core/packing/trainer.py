@@ -28,20 +28,20 @@ from anpyc_core.packing.hooks import StackedPenalty
 from anpyc_core.packing.optim import StackedSGD
 from anpyc_core.packing.signature import pack_refusal, pack_signature
 from anpyc_core.packing.stacked import StackedMLP
-from anpyc_core.schedule import DIVERGENCE_LIMIT, learning_rate, stability_numbers
-from anpyc_core.strategies import Strategy
-from anpyc_core.strategies.base import RoundGuard
-from anpyc_core.trainer import (
+from anpyc_core.run_state import (
     Patience,
     Progress,
     RunResult,
     TaskRecord,
-    Trainer,
     TrainingDiverged,
     derive_seed,
     resolve_device,
     save_atomically,
 )
+from anpyc_core.schedule import DIVERGENCE_LIMIT, learning_rate, stability_numbers
+from anpyc_core.strategies import Strategy
+from anpyc_core.strategies.base import RoundGuard
+from anpyc_core.trainer import Trainer
 
 PACK_FORMAT = 1
 
