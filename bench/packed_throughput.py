@@ -97,8 +97,8 @@ def time_tune(method: str, args) -> float:
     """Wall seconds of a real grid study of --tune-trials trials (one per process) through the sweeper."""
     import ray
 
-    from sweeper.launch import launch, loopback_only, spec_text
-    from sweeper.spec import parse_study
+    from sweeper.running.launch import launch, loopback_only, spec_text
+    from sweeper.study.spec import parse_study
 
     base = base_config(method, args)
     with tempfile.TemporaryDirectory() as storage:

@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 from docs_section import write_section
 
-from sweeper import results
-from sweeper.report import natural_order
-from sweeper.spec import load_study
-from sweeper.storage import StudyStore
+from sweeper.reading.report import natural_order
+from sweeper.storage import results
+from sweeper.storage.store import StudyStore
+from sweeper.study.spec import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "RESULTS.md"
@@ -361,7 +361,7 @@ def study_section(name: str, storage: str) -> list[str] | None:
 
 def compress_section(folder: Path, command: str, minutes: float | None) -> list[str]:
     """Table IV: the `anpyc-sweep compress` output folder's tables and figure beside the paper's numbers."""
-    from sweeper.compress_report import PAPER, table
+    from sweeper.reading.compress_report import PAPER, table
 
     runs = json.loads((folder / "compression.json").read_text())["results"]
     target = FIGURES / "table4_compress"

@@ -37,9 +37,9 @@ import pandas as pd
 import yaml
 from docs_section import write_section
 
-from sweeper import results
-from sweeper.spec import parse_study
-from sweeper.storage import StudyStore
+from sweeper.storage import results
+from sweeper.storage.store import StudyStore
+from sweeper.study.spec import parse_study
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -135,7 +135,7 @@ def prepopulate_mlflow(uri: str, name: str, n: int) -> None:
     """N finished trial runs in the study's experiment (tags, params and final metrics as the driver logs)."""
     from mlflow.entities import Metric, Param
 
-    from sweeper.tracking import TAG_ROLE, TAG_STUDY, TAG_TRIAL, tracking_client
+    from sweeper.tracking.recorder import TAG_ROLE, TAG_STUDY, TAG_TRIAL, tracking_client
 
     client = tracking_client(uri)
     exp = client.get_experiment_by_name(name)
@@ -163,8 +163,8 @@ def folder_bytes(store: StudyStore) -> int:
 
 def probe_layers(n: int, storage: str, layout: str, tracking: str, probe: int, work: Path) -> dict:
     """Per-trial driver seconds for `probe` new trials in a study of `n` finished ones."""
-    from sweeper.launch import spec_text
-    from sweeper.tracking import StudyRecorder
+    from sweeper.running.launch import spec_text
+    from sweeper.tracking.recorder import StudyRecorder
 
     name = f"scale_{n}"
     location = f"{storage}/{layout}_{n}"
@@ -316,7 +316,7 @@ def moto_server(work: Path):
 
 def ray_study(n: int, work: Path) -> dict:
     """A real study of n tiny trials through Ray Tune: driver CPU per trial, wall against trial time."""
-    from sweeper.launch import launch, spec_text
+    from sweeper.running.launch import launch, spec_text
 
     raw = study_raw(f"ray_{n}", str(work / "ray"), f"sqlite:///{work / 'ray' / 'mlflow.db'}")
     raw["search"] = {"optim.lr": {"grid": [round(0.01 + 0.2 * i / n, 6) for i in range(n)]}}
@@ -373,7 +373,7 @@ def main() -> None:
         for n in args.ray:
             import ray
 
-            from sweeper.launch import loopback_only
+            from sweeper.running.launch import loopback_only
 
             loopback_only()
             ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -22,8 +22,8 @@ import pandas as pd
 import ray
 from docs_section import write_section  # noqa: E402
 
-from sweeper.launch import launch, loopback_only, spec_text
-from sweeper.spec import parse_study
+from sweeper.running.launch import launch, loopback_only, spec_text
+from sweeper.study.spec import parse_study
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -116,7 +116,7 @@ def load_joint_reference(path: Path, cfg) -> dict:
 def _print_version(value: bool) -> None:
     if value:
         from anpyc_core import __version__
-        from sweeper.version import code_version_tags
+        from sweeper.study.version import code_version_tags
 
         tags = code_version_tags()
         commit = tags.get("anpyc_commit", "unknown commit")
@@ -206,7 +206,7 @@ def in_chain(err: BaseException | None, kind: type) -> BaseException | None:
 
 def storage_full_error(err: BaseException, spec) -> str | None:
     """One line naming the file when `err`'s chain says a storage is full or unwritable, else None."""
-    from sweeper.storage import StorageError, full_storage
+    from sweeper.storage.store import StorageError, full_storage
 
     chain, seen = [], set()
     while err is not None and id(err) not in seen:
@@ -243,7 +243,7 @@ def _study(path: Path, storage: str | None = None, tracking_uri: str | None = No
     `runtime` holds launch-time fields (resources.cpu, resources.gpu, max_concurrent_trials) that
     never change results; None means: keep the file's value."""
     from anpyc_core.config import read_yaml
-    from sweeper.spec import parse_study
+    from sweeper.study.spec import parse_study
 
     try:
         raw = read_yaml(path)
@@ -267,8 +267,8 @@ def _study(path: Path, storage: str | None = None, tracking_uri: str | None = No
 
 def print_trials(spec) -> None:
     """`launch --dry-run`: every trial a grid study runs (with its pack), or an Optuna study's space."""
-    from sweeper.launch import load_datasets, shape_configs
-    from sweeper.packs import pack_groups, packing_plan, resolve_pack_size
+    from sweeper.running.launch import load_datasets, shape_configs
+    from sweeper.study.packs import pack_groups, packing_plan, resolve_pack_size
 
     auto_members = None
     if spec.pack.max_members == "auto":  # sized on this machine: a launch sizes it where trials run
@@ -308,8 +308,8 @@ def ui(
     tracking_uri: str = typer.Option(None, "--tracking-uri"),
 ) -> None:
     """Open the study's MLflow UI (or Optuna dashboard) on 127.0.0.1 until Ctrl-C."""
-    from sweeper import ui as ui_mod
-    from sweeper.query import QueryError, read_client, study_experiment_id
+    from sweeper.reading import ui as ui_mod
+    from sweeper.reading.query import QueryError, read_client, study_experiment_id
 
     spec = _study(study, storage, tracking_uri)
     port = port or (8080 if optuna else 5000)
@@ -351,8 +351,8 @@ def ui(
 @app.command(name="list")
 def list_(storage: str = typer.Option("studies_out", "--storage", help="A storage folder or s3://... URI.")) -> None:
     """The studies in a storage, with their trial counts by status."""
-    from sweeper.query import list_studies
-    from sweeper.storage import StorageError, is_uri
+    from sweeper.reading.query import list_studies
+    from sweeper.storage.store import StorageError, is_uri
 
     if not is_uri(storage) and not Path(storage.removeprefix("file://")).expanduser().is_dir():
         fail(f"--storage {storage}: no such folder (give the storage a study was launched with)", 2)
@@ -403,10 +403,10 @@ def launch(
     """Run a study on Ray Tune (locally, or on a cluster with --address).
 
     --cpus-per-trial, --gpus-per-trial and --max-concurrent never change results, so --resume takes them too."""
-    from sweeper.launch import StudyError, expected_trials, spec_text, unfinished_trials
-    from sweeper.launch import launch as run_launch
-    from sweeper.query import best_configs
-    from sweeper.spec import MAX_TRIALS_WITHOUT_YES
+    from sweeper.reading.query import best_configs
+    from sweeper.running.launch import StudyError, expected_trials, spec_text, unfinished_trials
+    from sweeper.running.launch import launch as run_launch
+    from sweeper.study.spec import MAX_TRIALS_WITHOUT_YES
 
     spec = _study(
         study,
@@ -421,7 +421,7 @@ def launch(
         print_trials(spec)
         return
     if resume_or_start and not resume:
-        from sweeper.storage import StorageError
+        from sweeper.storage.store import StorageError
 
         try:
             resume = spec.store.exists("study.yaml")
@@ -459,7 +459,7 @@ def launch(
             )
         if isinstance(err, StudyError):
             fail(str(err), err.code)
-        from sweeper.storage import StorageError
+        from sweeper.storage.store import StorageError
 
         full = in_chain(err, StorageError)
         if full is not None:  # a storage that filled up or became unwritable mid-study
@@ -500,7 +500,7 @@ def status(
     tracking_uri: str = typer.Option(None, "--tracking-uri"),
 ) -> None:
     """Trial counts of a study by status (Parquet and MLflow)."""
-    from sweeper.query import QueryError, study_status
+    from sweeper.reading.query import QueryError, study_status
 
     spec = _study(study, storage, tracking_uri)
     try:
@@ -519,9 +519,9 @@ def compact(
 ) -> None:
     """Fold a study's result fragments into trials.parquet, tasks.parquet and boundaries.parquet
     (every launch does this when it ends; refused while a launch of the study runs)."""
-    from sweeper import results
-    from sweeper.storage import StorageError
-    from sweeper.study_lock import StudyBusy, StudyLock
+    from sweeper.running.study_lock import StudyBusy, StudyLock
+    from sweeper.storage import results
+    from sweeper.storage.store import StorageError
 
     spec = _study(study, storage, tracking_uri)
     try:
@@ -555,9 +555,9 @@ def compare(
     if by not in ("ablation", "method"):
         fail(f"--by {by!r}: allowed values are ablation, method", 2)
     spec = _study(study, storage, tracking_uri)
-    from sweeper.compare import as_dicts, figure, table_lines
-    from sweeper.compare import compare as run_compare
-    from sweeper.spec import QueryError
+    from sweeper.reading.compare import as_dicts, figure, table_lines
+    from sweeper.reading.compare import compare as run_compare
+    from sweeper.study.spec import QueryError
 
     try:
         if not spec.store.exists("study.yaml"):
@@ -589,7 +589,7 @@ def best(
     tracking_uri: str = typer.Option(None, "--tracking-uri"),
 ) -> None:
     """The best configurations of a study by the mean over seeds (multi-objective: the Pareto set)."""
-    from sweeper.spec import Objective
+    from sweeper.study.spec import Objective
 
     spec = _study(study, storage, tracking_uri)
     try:
@@ -599,7 +599,12 @@ def best(
     mode = obj.mode if metric is None else ("min" if obj.metric in ("val_forgetting",) else "max")
     if metric is not None:  # rank by the asked metric alone
         spec = spec.model_copy(update={"objectives": [Objective(metric=obj.metric, mode=mode)]})
-    from sweeper.query import QueryError, best_configs, best_trials, recorded_metrics  # slow imports: after the checks
+    from sweeper.reading.query import (  # slow imports: after the checks
+        QueryError,
+        best_configs,
+        best_trials,
+        recorded_metrics,
+    )
 
     try:
         recorded = recorded_metrics(spec) if metric is not None else [obj.metric]
@@ -669,8 +674,8 @@ def rerun(
     if tracking_uri is None and study is None:
         fail("rerun: give --tracking-uri or --study", 2)
     uri = tracking_uri or _study(study).resolved_tracking_uri()
-    from sweeper.query import QueryError, recorded_run  # slow imports (MLflow, torch): after the checks
-    from sweeper.query import rerun as do_rerun
+    from sweeper.reading.query import QueryError, recorded_run  # slow imports (MLflow, torch): after the checks
+    from sweeper.reading.query import rerun as do_rerun
 
     if dry_run:
         try:
@@ -688,7 +693,7 @@ def rerun(
         fail(str(err), 2)
     except RuntimeError as err:
         fail(str(err), 1)
-    from sweeper.query import rerun_verdict
+    from sweeper.reading.query import rerun_verdict
 
     typer.echo(f"{'metric':<18}{'recorded':>12}{'rerun':>12}")
     for key in sorted(set(recorded) | set(new)):
@@ -707,8 +712,8 @@ def _rerun_best(study: Path, ablations: list[str], seeds: list[int], out: Path |
         check_writable_dir(out, "--out")
     except UsageError as err:
         fail(str(err), 2)
-    from sweeper.query import QueryError  # slow imports (MLflow, torch): after the checks
-    from sweeper.rerun_best import format_table, rerun_best
+    from sweeper.reading.query import QueryError  # slow imports (MLflow, torch): after the checks
+    from sweeper.reading.rerun_best import format_table, rerun_best
 
     try:
         table = rerun_best(spec, ablations, seeds, out, progress=lambda msg: typer.echo(msg, err=True))
@@ -723,7 +728,7 @@ def _rerun_best(study: Path, ablations: list[str], seeds: list[int], out: Path |
 def _write_study_output(study: Path, storage: str | None, tracking_uri: str | None, writer) -> Path:
     """Load the study and run `writer(spec)`: a study never run (or with nothing recorded) exits 2, another
     failure to read it 1."""
-    from sweeper.spec import QueryError
+    from sweeper.study.spec import QueryError
 
     spec = _study(study, storage, tracking_uri)
     try:
@@ -746,7 +751,7 @@ def compress(
     from anpyc_core.compress import MEASURES
     from anpyc_core.compress import compress as run_compress
     from anpyc_core.data import DataError
-    from sweeper.compress_report import figure, table
+    from sweeper.reading.compress_report import figure, table
 
     try:
         cfg = load_config(config, set_)
@@ -785,7 +790,7 @@ def report(
     tracking_uri: str = typer.Option(None, "--tracking-uri"),
 ) -> None:
     """Write PNG figures and a markdown summary of a study into its report folder."""
-    from sweeper.report import write_report
+    from sweeper.reading.report import write_report
 
     path = _write_study_output(study, storage, tracking_uri, write_report)
     typer.echo(f"wrote {path} and {len(list(path.parent.glob('*.png')))} figures")
@@ -798,7 +803,7 @@ def analyze(
     tracking_uri: str = typer.Option(None, "--tracking-uri"),
 ) -> None:
     """Section V analyses (importance distributions, parameter drift, parameter counts) into the report folder."""
-    from sweeper.analysis import write_analysis
+    from sweeper.reading.analysis import write_analysis
 
     typer.echo(f"wrote {_write_study_output(study, storage, tracking_uri, write_analysis)}")
 
@@ -818,7 +823,7 @@ def server_start(
     wait: float = typer.Option(90.0, "--wait", help="Seconds to wait for /health."),
 ) -> None:
     """Start MLflow (--serve-artifacts) once, wait until healthy; a no-op if it already runs."""
-    from sweeper.tracking_server import ServerError, start
+    from sweeper.tracking.server import ServerError, start
 
     args = ["--backend-store-uri", backend_store_uri, "--serve-artifacts"]
     args += ["--artifacts-destination", artifacts_destination]
@@ -832,7 +837,7 @@ def server_start(
 @server_app.command("stop")
 def server_stop(state_dir: Path = typer.Option(Path("~/anpyc-state"), "--state-dir")) -> None:
     """Stop the tracking server started with `start`."""
-    from sweeper.tracking_server import stop
+    from sweeper.tracking.server import stop
 
     typer.echo("stopped" if stop(state_dir.expanduser()) else "not running")
 
@@ -845,7 +850,7 @@ def stop_with_ray(
 ) -> None:
     """Detach a watcher that runs `ray stop` on this node once the head is gone (`ray down` of an on-prem
     cluster stops the head only)."""
-    from sweeper.tracking_server import start_watch
+    from sweeper.tracking.server import start_watch
 
     typer.echo(f"watching {address} (pid {start_watch(address, grace, log.expanduser())})")
 
@@ -973,7 +978,7 @@ def slurm_status(
     storage: str = typer.Option(None, "--storage"),
 ) -> None:
     """The study's Slurm jobs and its trial counts."""
-    from sweeper.query import QueryError, study_status
+    from sweeper.reading.query import QueryError, study_status
     from sweeper.slurm import cluster
 
     spec = _study(study, storage)

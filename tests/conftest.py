@@ -31,7 +31,7 @@ def ray_session():
 
     if not ray.is_initialized():
         # address="local": always a fresh instance, never a cluster some other test started
-        from sweeper.launch import loopback_only
+        from sweeper.running.launch import loopback_only
 
         loopback_only()  # on 127.0.0.1, as every local study
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)

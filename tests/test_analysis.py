@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sweeper.analysis import drift, frechet_1d, importance_stats, kurtosis, min_max, skewness, weighted_change
+from sweeper.reading.analysis import drift, frechet_1d, importance_stats, kurtosis, min_max, skewness, weighted_change
 
 
 def test_min_max_scales_to_unit_interval_and_handles_constants():
@@ -106,7 +106,7 @@ def test_snapshot_of_a_frozen_trunk_still_measures_the_probe(make_trainer):
     ("mode", "kept"), [("ends", [1, 5]), ("all", [1, 2, 3, 4, 5]), ("none", [])], ids=["ends", "all", "none"]
 )
 def test_which_task_boundaries_keep_a_snapshot(mode, kept):
-    from sweeper.trainable import wants_snapshot
+    from sweeper.running.trainable import wants_snapshot
 
     assert [t for t in range(1, 6) if wants_snapshot(mode, t, 5)] == kept
 
@@ -117,9 +117,9 @@ def test_the_cascade_table_reads_each_round_and_draws_freed_against_nominal(tmp_
 
     import pandas as pd
 
-    from sweeper import fragments, results
-    from sweeper.cascade import cascade_section, cascade_table
-    from sweeper.storage import StudyStore
+    from sweeper.reading.cascade import cascade_section, cascade_table
+    from sweeper.storage import fragments, results
+    from sweeper.storage.store import StudyStore
 
     store = StudyStore(str(tmp_path / "study"))
     rounds = [

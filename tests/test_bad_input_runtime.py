@@ -124,8 +124,8 @@ def test_missing_study_file(tmp_path, no_ray):
 
 
 def test_resume_with_a_changed_spec_is_refused_before_anything_runs(tmp_path, no_ray):
-    from sweeper.launch import spec_text
-    from sweeper.spec import load_study
+    from sweeper.running.launch import spec_text
+    from sweeper.study.spec import load_study
 
     launched = write_study(tmp_path, ablations={"full": {}})
     stored = tmp_path / "out" / "bad" / "study.yaml"
@@ -150,7 +150,7 @@ def test_interrupted_launch_says_so_and_how_to_resume(tmp_path, no_ray, monkeypa
         def __len__(self):
             return 5
 
-    monkeypatch.setattr("sweeper.launch.launch", lambda *a, **k: InterruptedGrid())
+    monkeypatch.setattr("sweeper.running.launch.launch", lambda *a, **k: InterruptedGrid())
     study = write_study(tmp_path, search={"strategy.lam": {"grid": [1, 2, 3, 4, 5]}})
     result = CliRunner().invoke(app, ["launch", str(study)])
     one_line(result, 130, f"interrupted with 2 of 5 trials unfinished; continue it with: anpyc-sweep launch {study}")
@@ -190,8 +190,8 @@ def test_cuda_without_gpus_per_trial_is_refused(tmp_path, no_ray):
 
 @pytest.mark.parametrize("command", ["status", "report", "launch"])
 def test_a_corrupt_results_table_is_one_line_before_anything_runs(tmp_path, no_ray, command):
-    from sweeper.launch import spec_text
-    from sweeper.spec import load_study
+    from sweeper.running.launch import spec_text
+    from sweeper.study.spec import load_study
 
     study = write_study(tmp_path)
     spec = load_study(study)

@@ -10,8 +10,8 @@ import yaml
 from typer.testing import CliRunner
 
 from sweeper.cli import app
-from sweeper.spec import parse_study
-from sweeper.tracking import TAG_ROLE, TAG_STUDY, TAG_TRIAL, study_experiment, tracking_client
+from sweeper.study.spec import parse_study
+from sweeper.tracking.recorder import TAG_ROLE, TAG_STUDY, TAG_TRIAL, study_experiment, tracking_client
 
 
 def recorded_study(tmp_path, trials, objectives=None):

@@ -7,9 +7,9 @@ import re
 import yaml
 from typer.testing import CliRunner
 
-from sweeper import results
 from sweeper.cli import _study, app
-from sweeper.spec import parse_study
+from sweeper.storage import results
+from sweeper.study.spec import parse_study
 from tests.conftest import TINY
 
 

@@ -40,7 +40,7 @@ def test_a_stale_tracking_server_pid_file_never_names_another_process(tmp_path):
     # some other live process, which must neither count as the server nor be stopped
     import subprocess
 
-    from sweeper import tracking_server
+    from sweeper.tracking import server as tracking_server
 
     other = subprocess.Popen(["sleep", "60"])
     try:

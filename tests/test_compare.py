@@ -10,10 +10,10 @@ import yaml
 from scipy import stats
 from typer.testing import CliRunner
 
-from sweeper import results
 from sweeper.cli import app
-from sweeper.compare import compare
-from sweeper.spec import parse_study
+from sweeper.reading.compare import compare
+from sweeper.storage import results
+from sweeper.study.spec import parse_study
 from tests.test_cli_study_commands import write_study
 
 REFERENCE = [80.0, 82.0, 79.0, 81.0, 83.0]

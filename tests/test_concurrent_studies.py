@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from sweeper.spec import parse_study
-from sweeper.tracking import TAG_ROLE
+from sweeper.study.spec import parse_study
+from sweeper.tracking.recorder import TAG_ROLE
 
 BASE = {
     "device": "cpu",

@@ -8,11 +8,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from sweeper import results
 from sweeper.cli import app
-from sweeper.spec import parse_study
-from sweeper.study_lock import StudyLock
-from sweeper.tracking import TAG_ROLE, TAG_STUDY, TAG_TRIAL, study_experiment, tracking_client
+from sweeper.running.study_lock import StudyLock
+from sweeper.storage import results
+from sweeper.study.spec import parse_study
+from sweeper.tracking.recorder import TAG_ROLE, TAG_STUDY, TAG_TRIAL, study_experiment, tracking_client
 from tests.conftest import TINY
 
 RUN_ID = "0123456789abcdef0123456789abcdef"

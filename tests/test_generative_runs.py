@@ -163,10 +163,10 @@ def test_train_writes_a_sample_grid_and_the_fid_table(tmp_path, features, monkey
 def test_a_generative_study_records_fid_per_task_sample_grids_and_final_fid(ray_session, tmp_path, monkeypatch):
     import mlflow
 
-    from sweeper import results
-    from sweeper.launch import launch, spec_text
-    from sweeper.spec import parse_study
-    from sweeper.tracking import TAG_ROLE
+    from sweeper.running.launch import launch, spec_text
+    from sweeper.storage import results
+    from sweeper.study.spec import parse_study
+    from sweeper.tracking.recorder import TAG_ROLE
 
     monkeypatch.setenv("ANPYC_CACHE", str(tmp_path / "cache"))  # the driver trains the feature classifier once
     base = apply_overrides(TINY_GAN, {"data.num_tasks": 2, "optim.epochs": 1})

@@ -53,7 +53,7 @@ def test_the_slurm_commands_never_load_ray_or_mlflow():
 def test_the_lookups_never_load_ray_or_torch():
     """`status`, `best` and `rerun --dry-run` answer fast: their modules import MLflow, never Ray or torch."""
     code = (
-        "import sys\nimport sweeper.cli, sweeper.query, sweeper.mlflow_store\n"
+        "import sys\nimport sweeper.cli, sweeper.reading.query, sweeper.tracking.mlflow_store\n"
         "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'torch'))))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -137,3 +137,53 @@ def test_the_circle_finder_finds_a_circle():
 def test_no_import_circles_in_the_whole_tree():
     """No module imports, directly or through others, a module that imports it back (lazy imports count)."""
     assert _circles(_module_graph(["anpyc_core", "sweeper", "bench"])) == []
+
+
+#: the sweeper's floors: a package may import its own floor's modules and those of lower floors only
+FLOORS = {"storage": 0, "study": 1, "tracking": 2, "running": 3, "reading": 3, "cli": 4}
+
+
+def test_the_sweeper_floors_import_downwards_only():
+    """storage → study → tracking → running / reading → cli, arrows one way; running and reading never meet."""
+    graph = _module_graph(["sweeper"])
+    climbs = []
+    for module, targets in graph.items():
+        here = module.split(".")[1] if module.count(".") else None
+        for target in targets:
+            there = target.split(".")[1] if target.count(".") else None
+            if here in FLOORS and there in FLOORS and here != there and FLOORS[there] >= FLOORS[here]:
+                climbs.append(f"{module} -> {target}")
+    assert climbs == []
+
+
+def test_reading_never_loads_ray_and_results_never_load_running():
+    """Every module of sweeper.reading imports without Ray; sweeper.storage and sweeper.tracking without
+    sweeper.running (checked on what a fresh interpreter actually loads, not only on import statements)."""
+    base = ROOT.parent / "sweeper"
+    reading = [f"sweeper.reading.{p.stem}" for p in (base / "reading").glob("*.py") if p.stem != "__init__"]
+    results = [f"sweeper.{d}.{p.stem}" for d in ("storage", "tracking") for p in (base / d).glob("*.py")
+               if p.stem != "__init__"]
+    code = (
+        "import sys\n" + "".join(f"import {m}\n" for m in reading)
+        + "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] == 'ray')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+    code = (
+        "import sys\n" + "".join(f"import {m}\n" for m in results)
+        + "print(','.join(sorted(m for m in sys.modules if m.startswith(('sweeper.running', 'sweeper.reading')))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_studies_launched_before_the_move_still_unpickle():
+    """Tune pickled `sweeper.trainable.train_trial` and `sweeper.tracking.StudyRecorder` into older studies'
+    state: those names load the same objects as their new homes."""
+    import pickle
+
+    from sweeper.running.trainable import train_trial
+    from sweeper.tracking.recorder import StudyRecorder
+
+    assert pickle.loads(b"csweeper.trainable\ntrain_trial\np0\n.") is train_trial
+    assert pickle.loads(b"csweeper.tracking\nStudyRecorder\np0\n.") is StudyRecorder

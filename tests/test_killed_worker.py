@@ -18,10 +18,10 @@ import mlflow
 import pandas as pd
 import pytest
 
-from sweeper import results
-from sweeper.spec import parse_study
-from sweeper.storage import StudyStore
-from sweeper.tracking import TAG_ROLE
+from sweeper.storage import results
+from sweeper.storage.store import StudyStore
+from sweeper.study.spec import parse_study
+from sweeper.tracking.recorder import TAG_ROLE
 
 HEAD, NODE_A, NODE_B, PORT = "127.0.0.2", "127.0.0.3", "127.0.0.4", 6391
 ENV = {
@@ -99,8 +99,8 @@ def test_killed_worker_node_trials_resume_from_checkpoints_exactly_once(tmp_path
     spec = parse_study({**study, "storage": str(tmp_path)})
     driver_code = textwrap.dedent(f"""
         import ray
-        from sweeper.launch import launch, spec_text
-        from sweeper.spec import parse_study
+        from sweeper.running.launch import launch, spec_text
+        from sweeper.study.spec import parse_study
         ray.init(address="{HEAD}:{PORT}", _node_ip_address="{HEAD}", log_to_driver=False)
         spec = parse_study({study!r} | {{"storage": {str(tmp_path)!r}}})
         launch(spec, spec_text(spec))

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from anpyc_core.config import ConfigError, load_config, validate_config
-from sweeper.spec import load_study, parse_study
+from sweeper.study.spec import load_study, parse_study
 from tests.conftest import TINY
 
 

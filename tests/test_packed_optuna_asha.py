@@ -9,10 +9,11 @@ import optuna
 import pytest
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from sweeper import results
-from sweeper.launch import OPTUNA_DB, launch, spec_text
-from sweeper.member_asha import MemberRungs
-from sweeper.spec import parse_study
+from sweeper.running.launch import launch, spec_text
+from sweeper.running.member_asha import MemberRungs
+from sweeper.storage import results
+from sweeper.study.spec import parse_study
+from sweeper.study.trials import OPTUNA_DB
 
 BASE = {
     "device": "cpu",

@@ -6,12 +6,12 @@ import mlflow
 import pytest
 
 from anpyc_core.config import ConfigError
-from sweeper import results
-from sweeper.launch import launch, spec_text
-from sweeper.packs import pack_groups
-from sweeper.query import rerun
-from sweeper.spec import parse_study
-from sweeper.tracking import TAG_ROLE
+from sweeper.reading.query import rerun
+from sweeper.running.launch import launch, spec_text
+from sweeper.storage import results
+from sweeper.study.packs import pack_groups
+from sweeper.study.spec import parse_study
+from sweeper.tracking.recorder import TAG_ROLE
 
 BASE = {
     "device": "cpu",
@@ -94,8 +94,8 @@ def test_members_have_their_own_nested_runs_and_rerun_sequentially_to_the_same_n
 def test_auto_pack_size_fits_the_budget_keeps_slots_busy_and_is_kept_for_a_resume(tmp_path, digits):
     from anpyc_core.config import validate_config
     from anpyc_core.packing.memory import PACK_OVERHEAD, member_bytes
-    from sweeper.launch import shape_configs
-    from sweeper.packs import AUTO_FRACTION, PACK_SIZE_FILE, resolve_pack_size
+    from sweeper.running.launch import shape_configs
+    from sweeper.study.packs import AUTO_FRACTION, PACK_SIZE_FILE, resolve_pack_size
 
     raw = study(tmp_path, pack={"max_members": "auto"}, max_concurrent_trials=1)
     spec = parse_study(raw)

@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from sweeper.console import ProgressLine
-from sweeper.spec import parse_study
+from sweeper.running.console import ProgressLine
+from sweeper.study.spec import parse_study
 
 BIN = Path(sys.executable).parent
 STATUS = re.compile(r"study quiet: \d+/3 done \(\d diverged, \d failed\), \d running, \d pending( · .*)?")

@@ -3,10 +3,10 @@
 import pandas as pd
 import pytest
 
-from sweeper.launch import spec_text
-from sweeper.report import write_report
-from sweeper.results import acc_over_tasks, task_rows
-from sweeper.spec import parse_study
+from sweeper.reading.report import write_report
+from sweeper.running.launch import spec_text
+from sweeper.storage.results import acc_over_tasks, task_rows
+from sweeper.study.spec import parse_study
 
 # P[t][i] for two trials of 3 tasks (rows: after task t; columns: task i)
 P_A = [[90.0, 10.0, 10.0], [80.0, 70.0, 10.0], [60.0, 50.0, 40.0]]
@@ -71,7 +71,7 @@ def test_report_plots_accuracy_over_tasks_per_ablation_from_finished_trials(abla
 
 
 def test_summary_table_orders_list_values_by_their_numbers_not_as_text():
-    from sweeper.report import summary_table
+    from sweeper.reading.report import summary_table
 
     frame = pd.DataFrame(
         {

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from sweeper import report
-from sweeper.launch import spec_text
-from sweeper.spec import parse_study
+from sweeper.reading import report
+from sweeper.running.launch import spec_text
+from sweeper.study.spec import parse_study
 
 
 def make_study(tmp_path, rows: list[dict], **extra):

@@ -1,6 +1,6 @@
 """`rerun` says "identical" only when it is (issue 22, item 1)."""
 
-from sweeper.query import rerun_verdict
+from sweeper.reading.query import rerun_verdict
 
 
 def test_identical_only_when_every_shared_metric_is_equal_to_the_last_bit():

@@ -7,8 +7,8 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 
-from sweeper import fragments, results
-from sweeper.storage import StorageError, StudyStore
+from sweeper.storage import fragments, results
+from sweeper.storage.store import StorageError, StudyStore
 
 
 class CountingFS:
@@ -182,8 +182,8 @@ def test_compact_folds_a_studys_fragments_and_waits_for_no_running_launch(tmp_pa
     from typer.testing import CliRunner
 
     from sweeper.cli import app
-    from sweeper.spec import parse_study
-    from sweeper.study_lock import StudyLock
+    from sweeper.running.study_lock import StudyLock
+    from sweeper.study.spec import parse_study
     from tests.test_cli_study_commands import write_study
 
     path, raw = write_study(tmp_path, name="frag")
@@ -202,7 +202,7 @@ def test_compact_folds_a_studys_fragments_and_waits_for_no_running_launch(tmp_pa
 
 
 def test_tunes_snapshot_period_grows_with_the_study_so_its_cost_per_trial_stays_flat():
-    from sweeper.launch import snapshot_period
+    from sweeper.running.launch import snapshot_period
 
     assert [snapshot_period(n) for n in (1, 100, 101, 1000, 10_000, 25_000)] == [1, 1, 2, 10, 100, 250]
 

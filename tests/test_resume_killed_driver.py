@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from sweeper import results
-from sweeper.launch import launch, spec_text
-from sweeper.spec import parse_study
-from sweeper.storage import StudyStore
-from sweeper.tracking import TAG_ROLE
+from sweeper.running.launch import launch, spec_text
+from sweeper.storage import results
+from sweeper.storage.store import StudyStore
+from sweeper.study.spec import parse_study
+from sweeper.tracking.recorder import TAG_ROLE
 
 STUDY = {
     "name": "killed",

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweeper import results
-from sweeper.spec import parse_study
+from sweeper.storage import results
+from sweeper.study.spec import parse_study
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent

@@ -12,11 +12,11 @@ import mlflow
 import pytest
 import yaml
 
-from sweeper import results
-from sweeper.spec import parse_study
-from sweeper.storage import StudyStore
-from sweeper.tracking import TAG_ROLE
-from sweeper.tune_state import GOOD_DIR
+from sweeper.running.tune_state import GOOD_DIR
+from sweeper.storage import results
+from sweeper.storage.store import StudyStore
+from sweeper.study.spec import parse_study
+from sweeper.tracking.recorder import TAG_ROLE
 
 TASKS = 8
 STUDY = {

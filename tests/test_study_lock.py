@@ -12,9 +12,9 @@ import time
 import pytest
 import yaml
 
-from sweeper import study_lock
-from sweeper.spec import parse_study
-from sweeper.study_lock import LOCK_FILE, StudyBusy, StudyLock
+from sweeper.running import study_lock
+from sweeper.running.study_lock import LOCK_FILE, StudyBusy, StudyLock
+from sweeper.study.spec import parse_study
 from tests.conftest import TINY
 
 
@@ -30,8 +30,8 @@ def hold_lock_in_subprocess(study_path) -> subprocess.Popen:
     code = textwrap.dedent(
         f"""
         import sys, time
-        from sweeper.spec import load_study
-        from sweeper.study_lock import StudyLock
+        from sweeper.study.spec import load_study
+        from sweeper.running.study_lock import StudyLock
         with StudyLock(load_study({str(study_path)!r})):
             print("locked", flush=True)
             time.sleep(120)

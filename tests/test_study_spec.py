@@ -6,7 +6,7 @@ import yaml
 from typer.testing import CliRunner
 
 from sweeper.cli import app
-from sweeper.spec import parse_study
+from sweeper.study.spec import parse_study
 
 BASE = {"data": {"benchmark": "digits"}, "model": {"hidden": [8]}, "optim": {"epochs": 1}}
 GOOD = {
@@ -108,7 +108,7 @@ def test_validate_prints_trial_count(tmp_path):
     ids=lambda p: p.name,
 )
 def test_shipped_studies_validate(path):
-    from sweeper.spec import load_study
+    from sweeper.study.spec import load_study
 
     spec = load_study(path)
     assert spec.trial_count() >= 1
@@ -117,7 +117,7 @@ def test_shipped_studies_validate(path):
 
 @pytest.mark.parametrize("sampler", ["tpe", "gp", "cmaes", "random"])
 def test_every_optuna_sampler_builds(sampler):
-    from sweeper.launch import search_algorithm
+    from sweeper.running.launch import search_algorithm
 
     spec = parse_study(
         with_(

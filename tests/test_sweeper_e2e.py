@@ -8,11 +8,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from sweeper.launch import launch, spec_text
-from sweeper.query import ROUNDING_REL, best_trials, rerun, rerun_verdict, study_status
-from sweeper.report import write_report
-from sweeper.spec import Resources, parse_study
-from sweeper.tracking import TAG_ROLE
+from sweeper.reading.query import ROUNDING_REL, best_trials, rerun, rerun_verdict, study_status
+from sweeper.reading.report import write_report
+from sweeper.running.launch import launch, spec_text
+from sweeper.study.spec import Resources, parse_study
+from sweeper.tracking.recorder import TAG_ROLE
 
 BASE = {
     "device": "cpu",
@@ -140,7 +140,7 @@ def test_trials_keep_first_and_last_snapshots_and_boundaries(grid_study):
 
 
 def test_analyze_writes_the_three_section_v_figures(grid_study):
-    from sweeper.analysis import write_analysis
+    from sweeper.reading.analysis import write_analysis
 
     text = write_analysis(grid_study).read_text()
     for heading in ("(paper Fig. 9)", "(paper Fig. 10)", "(paper Fig. 7a)"):
@@ -280,7 +280,7 @@ def test_rerun_best_reruns_the_best_configuration_under_every_ablation(grid_stud
     from typer.testing import CliRunner
 
     from sweeper.cli import app
-    from sweeper.query import best_configs
+    from sweeper.reading.query import best_configs
 
     path = tmp_path / "study.yaml"
     path.write_text(spec_text(grid_study))

@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from sweeper import results
-from sweeper.storage import StudyStore
+from sweeper.storage import results
+from sweeper.storage.store import StudyStore
 
 BIN = Path(sys.executable).parent
 TASKS = 5

@@ -6,8 +6,8 @@ import pickle
 
 import pytest
 
-from sweeper.storage import StorageError, StudyStore
-from sweeper.tune_state import GOOD_DIR, TUNE_DIR, backup, repair
+from sweeper.running.tune_state import GOOD_DIR, TUNE_DIR, backup, repair
+from sweeper.storage.store import StorageError, StudyStore
 
 STAMP = "2026-12-02_18-10-18"
 STATE = f"experiment_state-{STAMP}.json"

@@ -16,8 +16,8 @@ import optuna
 import pytest
 import yaml
 
-from sweeper.spec import parse_study
-from sweeper.tracking import TAG_ROLE, TAG_STUDY, study_experiment, tracking_client
+from sweeper.study.spec import parse_study
+from sweeper.tracking.recorder import TAG_ROLE, TAG_STUDY, study_experiment, tracking_client
 
 BIN = Path(sys.executable).parent
 

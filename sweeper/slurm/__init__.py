@@ -3,5 +3,5 @@ other node) and the study's driver; a signal before the time limit stops the stu
 which resumes it.
 
 `script` renders the readable sbatch script, `cluster` asks Slurm what it has (partitions, GPUs, jobs) and
-refuses what cannot run, before anything is submitted. May import `sweeper.spec` and `sweeper.storage`;
+refuses what cannot run, before anything is submitted. May import `sweeper.study.spec` and `sweeper.storage.store`;
 never Ray or MLflow (a login node runs these commands)."""

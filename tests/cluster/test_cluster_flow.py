@@ -244,7 +244,7 @@ def test_ray_up_job_submit_query_from_outside_ray_down(cluster, tmp_path):
     assert "wrote" in report and (home / ".anpyc-sweep" / "studies" / "cluster_flow" / "report" / "report.md").exists()
     analysis = cli(c, "analyze", str(work / "study.yaml"), *where, home=home)  # snapshots through MLflow
     assert (home / ".anpyc-sweep" / "studies" / "cluster_flow" / "report" / "analysis.md").exists(), analysis
-    from sweeper.version import source_hash
+    from sweeper.study.version import source_hash
 
     assert {r.data.tags["anpyc_source_sha"] for r in trials} == {source_hash()}  # rsynced without .git
     rerun = cli(c, "rerun", best[0]["run_ids"][0], "--tracking-uri", c.tracking_uri, home=home)

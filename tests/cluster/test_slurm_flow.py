@@ -16,10 +16,10 @@ import mlflow
 import pytest
 import yaml
 
-from sweeper import results
-from sweeper.spec import parse_study
-from sweeper.storage import StudyStore
-from sweeper.tracking import TAG_ROLE
+from sweeper.storage import results
+from sweeper.storage.store import StudyStore
+from sweeper.study.spec import parse_study
+from sweeper.tracking.recorder import TAG_ROLE
 from tests.cluster.slurm import NODES, SlurmCluster, missing_requirements
 
 MISSING = missing_requirements()

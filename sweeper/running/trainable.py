@@ -19,36 +19,14 @@ from anpyc_core.metrics import summarize
 from anpyc_core.run_state import resolve_device
 from anpyc_core.runner import make_trainer
 from anpyc_core.trainer import Trainer
+from sweeper.study.trials import HEATMAP_FILE, HISTORY_FILE, joint_key, snapshot_name, trial_run_config
 
 CHECKPOINT_FILE = "state.pt"
-HISTORY_FILE = "history.json"  # every finished task's record, so a lost report can be recorded later
-HEATMAP_FILE = "acc_matrix.png"  # the final accuracy matrices, drawn here on the worker, not on the driver
-SNAPSHOT_PREFIX = "snapshot_task_"
-
-
-def snapshot_name(task: int) -> str:
-    """File name of the snapshot after `task` tasks (sorts by task)."""
-    return f"{SNAPSHOT_PREFIX}{task:03d}.pt"
 
 
 def wants_snapshot(mode: str, task: int, num_tasks: int) -> bool:
     """Whether the study keeps a snapshot after `task` tasks (`ends`: the first and the last)."""
     return mode == "all" or (mode == "ends" and task in (1, num_tasks))
-
-
-def trial_run_config(spec_dict: dict, config: dict) -> dict:
-    """The run config of the trial whose Tune config is `config` (ablation, seed, point)."""
-    from sweeper.spec import StudySpec
-
-    spec = StudySpec.model_validate(spec_dict)
-    point = {k: v for k, v in config.get("point", {}).items()}
-    return spec.run_config(config["ablation"], int(config["seed"]), point)
-
-
-def joint_key(run_cfg: dict) -> str:
-    """Joint references are shared by every trial with the same data, model and seed."""
-    keep = {"data": run_cfg["data"], "model": run_cfg["model"], "seed": run_cfg["seed"]}
-    return json.dumps(keep, sort_keys=True)
 
 
 def task_metrics(acc: list[list[float]], val: list[list[float]], done: int) -> dict[str, float]:
@@ -173,7 +151,7 @@ def write_heatmap(path: Path, metrics: dict) -> None:
     """The run's test and validation accuracy matrices as one PNG (rendering costs ~0.3 s: the worker pays it)."""
     import matplotlib.pyplot as plt
 
-    from sweeper.plots import accuracy_heatmaps
+    from sweeper.tracking.plots import accuracy_heatmaps
 
     fig = accuracy_heatmaps(json.loads(metrics["acc_matrix"]), json.loads(metrics["val_acc_matrix"]))
     fig.savefig(path, dpi=100, bbox_inches="tight")

@@ -11,7 +11,7 @@ same key. `compact` writes the union as the new compacted part (atomically), the
 it merged; interrupted between the two steps, readers still see the same table. Writing an event costs
 the same at the first trial as at the ten-thousandth: no write reads a table.
 
-May import: `sweeper.storage` (the study's filesystem or object store), pandas and pyarrow.
+May import: `sweeper.storage.store` (the study's filesystem or object store), pandas and pyarrow.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sweeper.storage import StorageError, StudyStore
+from sweeper.storage.store import StorageError, StudyStore
 
 #: concurrent fragment reads (I/O bound: many small files on a folder or many GETs on S3)
 READ_THREADS = 16

@@ -1,11 +1,11 @@
 """Parquet results of a study: `trials` (one row per trial), `tasks` (long form) and `boundaries`
-(one row per task boundary), in the study's storage (`sweeper.storage`).
+(one row per task boundary), in the study's storage (`sweeper.storage.store`).
 
 Each event (a task report, its boundary row, a trial's final row) is one fragment file named by its
-key (`sweeper.fragments`): a write never reads a table, a replayed event rewrites its own file, and
+key (`sweeper.storage.fragments`): a write never reads a table, a replayed event rewrites its own file, and
 `compact` folds the fragments into `trials.parquet`, `tasks.parquet` and `boundaries.parquet`.
 
-May import: `sweeper.fragments`, `sweeper.storage`, pandas.
+May import: `sweeper.storage.fragments`, `sweeper.storage.store`, pandas.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from sweeper import fragments
-from sweeper.fragments import Compaction, Table
-from sweeper.storage import StudyStore
+from sweeper.storage import fragments
+from sweeper.storage.fragments import Compaction, Table
+from sweeper.storage.store import StudyStore
 
 TRIAL_KEY = ("trial_id",)
 TASK_KEY = ("trial_id", "after_task", "eval_task", "split")

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sweeper import results
-from sweeper.spec import StudySpec
+from sweeper.storage import results
+from sweeper.study.spec import StudySpec
 
 
 def cascade_table(spec: StudySpec, done: pd.DataFrame) -> pd.DataFrame:

@@ -13,9 +13,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
 
-from sweeper import results  # noqa: E402
-from sweeper.generative_report import generative_section  # noqa: E402
-from sweeper.spec import QueryError, StudySpec  # noqa: E402
+from sweeper.reading.generative_report import generative_section  # noqa: E402
+from sweeper.storage import results  # noqa: E402
+from sweeper.study.spec import QueryError, StudySpec  # noqa: E402
 
 
 def _numeric(series: pd.Series) -> pd.Series:
@@ -255,7 +255,7 @@ def write_report(spec: StudySpec) -> Path:
         "",
     ]
     if frame["ablation"].nunique() > 1:  # every ablation against the first, on test accuracy, with intervals
-        from sweeper.compare import compare, figure, table_lines
+        from sweeper.reading.compare import compare, figure, table_lines
 
         rows = compare(spec, "ablation", "test_acc")
         if rows:

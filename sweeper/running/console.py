@@ -18,8 +18,8 @@ from typing import Any
 
 from ray.tune import Callback
 
-from sweeper.spec import StudySpec
-from sweeper.tracking import error_reason, members_of
+from sweeper.study.spec import StudySpec
+from sweeper.tracking.recorder import error_reason, members_of
 
 #: Loggers whose INFO/WARNING lines (tensorboard hints, snapshot warnings, trial tracebacks) the quiet console hides.
 QUIET_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.air")

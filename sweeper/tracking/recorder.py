@@ -19,8 +19,12 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from anpyc_core.config import GENERATIVE_ARCHS
-from sweeper import results
-from sweeper.mlflow_store import (  # noqa: F401 - re-exported: the recorder's callers import them here
+from sweeper.storage import results
+from sweeper.storage.store import StorageError, full_storage
+from sweeper.study.spec import StudySpec
+from sweeper.study.trials import HEATMAP_FILE, trial_run_config
+from sweeper.study.version import code_version_tags
+from sweeper.tracking.mlflow_store import (  # noqa: F401 - re-exported: the recorder's callers import them here
     FINAL_KEYS,
     GENERATIVE_KEYS,
     TAG_ROLE,
@@ -35,10 +39,6 @@ from sweeper.mlflow_store import (  # noqa: F401 - re-exported: the recorder's c
     tracking_client,
     trials_view,
 )
-from sweeper.spec import StudySpec
-from sweeper.storage import StorageError, full_storage
-from sweeper.trainable import HEATMAP_FILE, trial_run_config
-from sweeper.version import code_version_tags
 
 
 class StudyRecorder(Callback):
@@ -313,7 +313,7 @@ class StudyRecorder(Callback):
         import matplotlib
 
         matplotlib.use("Agg")
-        from sweeper.plots import accuracy_heatmaps
+        from sweeper.tracking.plots import accuracy_heatmaps
 
         fig = accuracy_heatmaps(acc, val)
         with tempfile.TemporaryDirectory() as folder:

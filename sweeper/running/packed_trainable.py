@@ -19,7 +19,8 @@ from ray import tune
 from anpyc_core.config import validate_config
 from anpyc_core.data import RawDataset
 from anpyc_core.packing import PackedTrainer
-from sweeper.trainable import HISTORY_FILE, joint_key, task_report, trial_run_config, write_task_files
+from sweeper.running.trainable import task_report, write_task_files
+from sweeper.study.trials import HISTORY_FILE, joint_key, trial_run_config
 
 PACK_CHECKPOINT_FILE = "pack.pt"
 
@@ -96,7 +97,7 @@ def member_rungs(spec: dict):
     """The study's member-ASHA actor when the study has `scheduler: asha`, else None."""
     if spec["scheduler"]["kind"] != "asha":
         return None
-    from sweeper.member_asha import actor_name
+    from sweeper.running.member_asha import actor_name
 
     return ray.get_actor(actor_name(spec["name"]))
 

@@ -17,8 +17,8 @@ import threading
 import time
 import uuid
 
-from sweeper.spec import StudySpec
-from sweeper.storage import StorageError
+from sweeper.storage.store import StorageError
+from sweeper.study.spec import StudySpec
 
 LOCK_FILE, LEASE_FILE = ".launch.lock", "launch.lock"
 HEARTBEAT_S, LEASE_S = 5.0, 15.0

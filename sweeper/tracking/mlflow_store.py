@@ -16,7 +16,7 @@ from pathlib import Path
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from sweeper.spec import StudySpec
+from sweeper.study.spec import StudySpec
 
 TAG_STUDY, TAG_ROLE, TAG_TRIAL = "anpyc_study", "anpyc_role", "anpyc_trial"
 FINAL_KEYS = ("acc", "bwt", "fwt", "fwt_init", "forgetting", "la")

@@ -8,7 +8,7 @@ otherwise the two are compared unpaired (Welch). The interval is Student's t at 
 `better` or `worse` when the interval excludes 0 and `no difference at this n` otherwise. Diverged runs of
 the chosen configuration are counted, never averaged in.
 
-May import: `sweeper.results`, `sweeper.spec`, numpy, pandas, scipy, matplotlib (figures only).
+May import: `sweeper.storage.results`, `sweeper.study.spec`, numpy, pandas, scipy, matplotlib (figures only).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sweeper import results
-from sweeper.spec import QueryError, StudySpec
+from sweeper.storage import results
+from sweeper.study.spec import QueryError, StudySpec
 
 CONFIDENCE = 0.95
 #: metrics where lower is better

@@ -15,8 +15,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from sweeper.mlflow_store import TRIALS_VIEW
-from sweeper.spec import QueryError, StudySpec
+from sweeper.study.spec import QueryError, StudySpec
+from sweeper.tracking.mlflow_store import TRIALS_VIEW
 
 BIN = Path(sys.executable).parent
 
@@ -48,7 +48,7 @@ def mlflow_command(spec: StudySpec, port: int) -> list[str]:
 
 def optuna_command(spec: StudySpec, port: int) -> list[str]:
     """optuna-dashboard on the study's Optuna storage, bound to 127.0.0.1."""
-    from sweeper.launch import OPTUNA_DB
+    from sweeper.study.trials import OPTUNA_DB
 
     db = spec.study_dir / OPTUNA_DB
     if spec.searcher != "optuna":

@@ -9,7 +9,7 @@ from typing import Any
 from anpyc_core.config import validate_config
 from anpyc_core.packing import group_by_signature
 from anpyc_core.packing.memory import members_that_fit
-from sweeper.spec import StudySpec
+from sweeper.study.spec import StudySpec
 
 PACK_SIZE_FILE = "pack_size.json"
 #: Share of the trial's device memory that `auto` fills (the rest: data, framework, fragmentation).

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from anpyc_core.config import ConfigError, apply_overrides, read_yaml, validate_config
-from sweeper.storage import StudyStore, is_uri
+from sweeper.storage.store import StudyStore, is_uri
 
 #: Metrics a trial reports (val_* for selection, test_* beside them).
 #: every metric a study can select on or report; fid_first5 and fid_mean exist for generative runs only

@@ -11,8 +11,8 @@ from pathlib import Path
 from anpyc_core.config import ConfigError, validate_config
 from anpyc_core.errors import TrainingDiverged
 from anpyc_core.runner import run_config
-from sweeper.query import QueryError, best_configs
-from sweeper.spec import StudySpec
+from sweeper.reading.query import QueryError, best_configs
+from sweeper.study.spec import StudySpec
 
 METRICS = ("val_acc", "test_acc", "test_bwt")
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import yaml
 
 from anpyc_core.config import apply_overrides, parse_override, validate_config
-from sweeper import results
-from sweeper.mlflow_store import TAG_ROLE, TAG_STUDY, TAG_TRIAL, all_runs, tracking_client
-from sweeper.spec import QueryError, StudySpec
+from sweeper.storage import results
+from sweeper.study.spec import QueryError, StudySpec
+from sweeper.tracking.mlflow_store import TAG_ROLE, TAG_STUDY, TAG_TRIAL, all_runs, tracking_client
 
 
 def read_client(uri: str, what: str):
@@ -123,8 +123,8 @@ def list_studies(storage: str) -> list[dict]:
     """Every study in a storage (folder or s3://...): name, expected trials and Parquet counts by status."""
     import pyarrow.fs as pafs
 
-    from sweeper.spec import parse_study
-    from sweeper.storage import StorageError, StudyStore
+    from sweeper.storage.store import StorageError, StudyStore
+    from sweeper.study.spec import parse_study
 
     root = StudyStore(storage)
     try:

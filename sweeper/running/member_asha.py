@@ -73,7 +73,7 @@ class MemberRungsActor:
     """`MemberRungs` shared by every pack of a study, persisted to its storage after each decision."""
 
     def __init__(self, store_location: str, max_t: int, grace_period: int, reduction_factor: float, mode: str):
-        from sweeper.storage import StudyStore
+        from sweeper.storage.store import StudyStore
 
         self.store = StudyStore(store_location)
         self.rungs = MemberRungs(max_t, grace_period, reduction_factor, mode)

@@ -53,7 +53,7 @@ def is_supervisor(pid: int, state_dir: Path) -> bool:
         args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"sweeper.tracking_server" in args and str(state_dir.resolve()).encode() in args
+    return b"sweeper.tracking.server" in args and str(state_dir.resolve()).encode() in args
 
 
 def running_pid(state_dir: Path) -> int | None:
@@ -74,7 +74,7 @@ def start(state_dir: Path, host: str, port: int, mlflow_args: list[str], stop_wi
         if pid is None:
             log = open(state_dir / LOG_FILE, "ab")  # noqa: SIM115 - handed to the child
             where = str(state_dir.resolve())  # the supervisor's identity (is_supervisor)
-            cmd = [sys.executable, "-m", "sweeper.tracking_server", where, host, str(port), stop_with or ""]
+            cmd = [sys.executable, "-m", "sweeper.tracking.server", where, host, str(port), stop_with or ""]
             child = subprocess.Popen(
                 [*cmd, *mlflow_args], stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
             )
@@ -170,7 +170,7 @@ def start_watch(address: str, grace_s: float, log_path: Path) -> int:
     """Detach a `watch_ray` process; returns its pid."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
-    cmd = [sys.executable, "-m", "sweeper.tracking_server", "--watch", address, str(grace_s)]
+    cmd = [sys.executable, "-m", "sweeper.tracking.server", "--watch", address, str(grace_s)]
     return subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True).pid
 
 

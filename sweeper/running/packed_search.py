@@ -17,7 +17,7 @@ from ray.tune.search import Searcher
 
 from anpyc_core.config import validate_config
 from anpyc_core.packing import group_by_signature
-from sweeper.spec import StudySpec
+from sweeper.study.spec import StudySpec
 
 _PRIMITIVE = (str, int, float, bool, type(None))
 

@@ -18,18 +18,18 @@ from ray import tune
 
 from anpyc_core.config import validate_config
 from anpyc_core.data import load_raw
-from sweeper import results
-from sweeper.packed_trainable import train_pack
-from sweeper.packs import pack_groups, resolve_pack_size
-from sweeper.spec import RUNTIME_FIELDS, StudySpec
-from sweeper.storage import StorageError
-from sweeper.trainable import joint_key, train_trial
-from sweeper.tune_state import TUNE_DIR, StateBackup, repair
+from sweeper.running.packed_trainable import train_pack
+from sweeper.running.trainable import train_trial
+from sweeper.running.tune_state import TUNE_DIR, StateBackup, repair
+from sweeper.storage import results
+from sweeper.storage.store import StorageError
+from sweeper.study.packs import pack_groups, resolve_pack_size
+from sweeper.study.spec import RUNTIME_FIELDS, StudySpec
+from sweeper.study.trials import OPTUNA_DB, joint_key
 
 #: a snapshot period the user set for Tune before the first launch in this process wins over ours
 USER_SNAPSHOT_PERIOD = os.environ.get("TUNE_GLOBAL_CHECKPOINT_S")
 TRIALS_PER_SNAPSHOT_SECOND = 100
-OPTUNA_DB = "optuna.db"
 STUDY_FILE = "study.yaml"
 
 
@@ -91,7 +91,7 @@ def search_algorithm(spec: StudySpec):
     spec.study_dir.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{spec.study_dir / OPTUNA_DB}"
     if packs(spec):
-        from sweeper.packed_search import PackedOptunaSearch
+        from sweeper.running.packed_search import PackedOptunaSearch
 
         return PackedOptunaSearch(spec, url, optuna_sampler(spec))
     metrics = [o.metric for o in spec.objectives]
@@ -353,7 +353,7 @@ def launch(
     spec: StudySpec, spec_yaml: str, resume: bool = False, address: str | None = None, verbose: bool = True
 ) -> Any:
     """Run (or resume) the study, holding its launch lock; returns Tune's ResultGrid."""
-    from sweeper.study_lock import StudyBusy, StudyLock
+    from sweeper.running.study_lock import StudyBusy, StudyLock
 
     try:
         spec.store.exists(STUDY_FILE)  # an unreachable storage is one line before anything is created
@@ -371,8 +371,8 @@ def launch(
 
 
 def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, verbose: bool) -> Any:
-    from sweeper.console import ProgressLine, quiet_ray_logging
-    from sweeper.tracking import StudyRecorder, tracking_client
+    from sweeper.running.console import ProgressLine, quiet_ray_logging
+    from sweeper.tracking.recorder import StudyRecorder, tracking_client
 
     exp_dir = f"{spec.tune_storage}/{TUNE_DIR}"
     try:
@@ -422,7 +422,7 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, 
     max_tasks = max(validate_config(c).data.tasks for c in configs)
     rungs = None  # held until fit() returns: an actor without a handle is collected
     if packed and spec.scheduler.kind == "asha":
-        from sweeper.member_asha import start_member_rungs
+        from sweeper.running.member_asha import start_member_rungs
 
         rungs = start_member_rungs(spec, max_tasks)
     shared = {"spec": spec.model_dump(mode="json"), "datasets": datasets, "joint_refs": refs}
@@ -505,7 +505,7 @@ def snapshot_period(trials: int) -> int:
 
 def shape_configs(spec: StudySpec) -> list[dict]:
     """Run configs spanning every tensor shape the study can train (grid: all; Optuna: both corners)."""
-    from sweeper.spec import corner_point
+    from sweeper.study.spec import corner_point
 
     points = spec.grid_points() if spec.searcher == "grid" else [corner_point(spec, 0), corner_point(spec, 1)]
     return [spec.run_config(a, spec.seeds[0], p) for a in spec.ablations for p in points or [{}]]
@@ -513,7 +513,7 @@ def shape_configs(spec: StudySpec) -> list[dict]:
 
 def probe_device_memory(cpu: float, gpu: float) -> int:
     """`packs.device_memory_bytes` measured on a node that can run one trial (where packs will run)."""
-    from sweeper.packs import device_memory_bytes
+    from sweeper.study.packs import device_memory_bytes
 
     probe = ray.remote(device_memory_bytes).options(num_cpus=cpu, num_gpus=gpu)
     return int(ray.get(probe.remote(cpu, gpu)))
@@ -537,7 +537,7 @@ def tune_samples(spec: StudySpec) -> int:
 
 def reconcile(spec: StudySpec, spec_yaml: str, grid: Any) -> int:
     """Close the record of every trial whose last event never reached MLflow or Parquet."""
-    from sweeper.tracking import StudyRecorder
+    from sweeper.tracking.recorder import StudyRecorder
 
     recorder = StudyRecorder(spec, spec_yaml)
     recorder.setup()  # reattaches to the study's parent run (and marks it RUNNING) ...

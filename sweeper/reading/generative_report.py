@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sweeper import results
-from sweeper.spec import StudySpec
+from sweeper.storage import results
+from sweeper.study.spec import StudySpec
 
 FIRST = 5  # Table III: FID on the first five tasks
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from sweeper.storage import StorageError, StudyStore
+from sweeper.storage.store import StorageError, StudyStore
 
 TUNE_DIR = "tune"
 GOOD_DIR = "tune_last_good"

@@ -26,10 +26,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from sweeper import results  # noqa: E402
-from sweeper.cascade import cascade_section  # noqa: E402
-from sweeper.spec import QueryError, StudySpec  # noqa: E402
-from sweeper.trainable import SNAPSHOT_PREFIX  # noqa: E402
+from sweeper.reading.cascade import cascade_section  # noqa: E402
+from sweeper.storage import results  # noqa: E402
+from sweeper.study.spec import QueryError, StudySpec  # noqa: E402
+from sweeper.study.trials import SNAPSHOT_PREFIX  # noqa: E402
 
 Snapshots = dict[int, dict]  # task number → snapshot
 
