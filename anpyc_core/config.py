@@ -293,6 +293,10 @@ class OptimConfig(_Section):
     batch_size: int = Field(256, ge=1)
     lr_decay: float = Field(1.0, gt=0.0, le=1.0)
     lr_decay_epochs: int = Field(1, ge=1)
+    #: decay every this many SGD steps instead of every `lr_decay_epochs` epochs; fractional allowed (the
+    #: authors' code decays every 5·55000/256 = 1074.21875 steps, with steps counted through the task's
+    #: pruning rounds); None: by epochs
+    lr_decay_steps: float | None = Field(None, gt=0.0)
     #: the decay rate in task 1's initial training phase (the authors' code: 0.99); None: `lr_decay`
     lr_decay_first: float | None = Field(None, gt=0.0, le=1.0)
     epochs: int = Field(5, ge=1)
@@ -300,6 +304,15 @@ class OptimConfig(_Section):
     #: the paper's rule: a task's initial training ends once its training loss has not decreased for this
     #: many epochs (`epochs` stays the cap); None: always `epochs`
     patience: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_decay_unit(self) -> OptimConfig:
+        if self.lr_decay_steps is not None and "lr_decay_epochs" in self.model_fields_set and self.lr_decay_epochs != 1:
+            raise ValueError(
+                "optim.lr_decay_steps and optim.lr_decay_epochs: set one decay unit, not both "
+                "(lr_decay_steps counts SGD steps, lr_decay_epochs whole epochs)"
+            )
+        return self
 
 
 class GenerativeConfig(_Section):
@@ -345,6 +358,8 @@ class RunConfig(_Section):
             out.pop("generative", None)
         if isinstance(out, dict) and self.strategy.prune_tolerance is None:  # run ids from before the option
             out.get("strategy", {}).pop("prune_tolerance", None)
+        if isinstance(out, dict) and self.optim.lr_decay_steps is None:  # run ids from before the option
+            out.get("optim", {}).pop("lr_decay_steps", None)
         return out
 
     @property

@@ -8,13 +8,24 @@ from anpyc_core.config import OptimConfig
 DIVERGENCE_LIMIT = 2.0
 
 
-def learning_rate(optim: OptimConfig, task: int, epoch: int, initial_phase: bool) -> float:
-    """The lr of `epoch`, counted from the task's start through its pruning rounds (reset per task): a
-    staircase decay every `lr_decay_epochs`, at rate `lr_decay_first` during task 1's initial phase
-    (when set; the authors' code uses 0.99 there) and `lr_decay` everywhere else."""
+def learning_rate(
+    optim: OptimConfig, task: int, epoch: int, initial_phase: bool, batch: int = 0, batches: int = 1
+) -> float:
+    """The lr of minibatch `batch` (of `batches` per epoch) in `epoch`, the epoch counted from the task's start
+    through its pruning rounds (reset per task): a staircase decay every `lr_decay_epochs` epochs, or every
+    `lr_decay_steps` SGD steps when that is set (then the lr can change inside an epoch), at rate
+    `lr_decay_first` during task 1's initial phase (when set; the authors' code uses 0.99 there) and
+    `lr_decay` everywhere else."""
     first = task == 0 and initial_phase and optim.lr_decay_first is not None
     rate = optim.lr_decay_first if first else optim.lr_decay
-    return optim.lr * rate ** (epoch // optim.lr_decay_epochs)
+    if optim.lr_decay_steps is None:
+        return optim.lr * rate ** (epoch // optim.lr_decay_epochs)
+    return optim.lr * rate ** int((epoch * batches + batch) // optim.lr_decay_steps)
+
+
+def per_step(optim: OptimConfig) -> bool:
+    """True when the lr can change between minibatches of one epoch (`lr_decay_steps` is set)."""
+    return optim.lr_decay_steps is not None
 
 
 def stability_numbers(strategy, lr: float) -> dict[str, float] | None:

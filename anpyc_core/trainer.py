@@ -34,7 +34,7 @@ from anpyc_core.run_state import (
     derive_seed,
     resolve_device,
 )
-from anpyc_core.schedule import learning_rate, stability_message, stability_numbers
+from anpyc_core.schedule import learning_rate, per_step, stability_message, stability_numbers
 from anpyc_core.strategies import Phase, build_model, build_strategy
 
 
@@ -173,8 +173,8 @@ class Trainer(CheckpointFiles):
             return torch.optim.Adam(params, lr=o.lr)
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum)
 
-    def _lr(self, epoch: int) -> float:
-        return learning_rate(self.cfg.optim, self.task, epoch, self.initial_phase)
+    def _lr(self, epoch: int, batch: int = 0, batches: int = 1) -> float:
+        return learning_rate(self.cfg.optim, self.task, epoch, self.initial_phase, batch, batches)
 
     def _epoch(self, t: int, split: Split, opt: torch.optim.Optimizer, epoch: int) -> float:
         """One pass over `split` in shuffled minibatches; returns the mean training loss."""
@@ -186,7 +186,12 @@ class Trainer(CheckpointFiles):
         order = torch.randperm(len(split), generator=self.shuffle, device=self.device)
         total = torch.zeros((), device=self.device)
         num_batches = -(-len(split) // bs)
+        stepwise = per_step(self.cfg.optim)
         for batch, start in enumerate(range(0, len(split), bs)):
+            if stepwise:
+                lr = self._lr(epoch, batch, num_batches)
+                for group in opt.param_groups:
+                    group["lr"] = lr
             strategy.before_batch(t, batch, num_batches)
             x, y = split.batch(order[start : start + bs])
             features = self.model.features(x, t)
@@ -213,7 +218,11 @@ class Trainer(CheckpointFiles):
                 group["lr"] = lr
             order = torch.randperm(len(data), generator=self.shuffle, device=self.device)
             total = torch.zeros((), device=self.device)
-            for start in range(0, len(data), bs):
+            num_batches = -(-len(data) // bs)
+            for batch, start in enumerate(range(0, len(data), bs)):
+                if per_step(self.cfg.optim):
+                    for group in opt.param_groups:
+                        group["lr"] = self._lr(epoch, batch, num_batches)
                 x, y, task_ids = data.batch(order[start : start + bs])
                 loss = F.cross_entropy(data.logits(self.model, x, task_ids), y)
                 opt.zero_grad(set_to_none=True)

@@ -44,6 +44,10 @@ CASES = {
         {"model.dropout": [0.0, 0.2, 0.5, 0.1], "optim.lr_decay": [1.0, 0.5, 0.9, 0.7]},
     ),
     "sgd": ({"method": "sgd"}, {"optim.momentum": [0, 0.9, 0.5, 0.9]}),
+    "anpyc_lr_decay_steps": (  # the lr changes inside epochs, at each member's own fractional step unit
+        {"method": "anpyc", "beta": 20.0},
+        {"optim.lr_decay": [0.5, 0.7, 0.9, 0.8], "optim.lr_decay_steps": [7.5, None, 20.25, 3.0]},
+    ),
     "sgd_f": ({"method": "sgd_f"}, {"optim.lr": [0.1, 0.05, 0.2, 0.02]}),
 }
 

@@ -16,6 +16,47 @@ from anpyc_core.trainer import Trainer
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def test_a_fractional_step_unit_decays_inside_epochs_at_the_floor_of_steps_over_unit():
+    optim = validate_config({"optim": {"lr": 1.0, "lr_decay": 0.5, "lr_decay_steps": 2.5}}).optim
+    # steps 0..5 with 2 minibatches per epoch: floor(step / 2.5) = 0, 0, 0, 1, 1, 2
+    got = [learning_rate(optim, 1, step // 2, False, step % 2, 2) for step in range(6)]
+    assert got == [1.0, 1.0, 1.0, 0.5, 0.5, 0.25]
+    exact = validate_config({"optim": {"lr_decay": 0.9, "lr_decay_steps": 1074.21875}}).optim  # 5·55000/256: exact
+    assert learning_rate(exact, 1, 0, False, 1074, 10_000) == exact.lr  # step 1074: not yet
+    assert learning_rate(exact, 1, 0, False, 1075, 10_000) == exact.lr * exact.lr_decay  # step 1075: decayed
+
+
+def test_both_decay_units_at_once_are_refused_in_one_line():
+    with pytest.raises(Exception) as err:
+        validate_config({"optim": {"lr_decay_steps": 100, "lr_decay_epochs": 5}})
+    assert "optim.lr_decay_steps and optim.lr_decay_epochs: set one decay unit" in str(err.value)
+    unset = validate_config({"optim": {"lr_decay_epochs": 5}})
+    assert "lr_decay_steps" not in unset.model_dump()["optim"]  # run ids from before the option stay as they were
+
+
+def test_a_step_unit_of_whole_epochs_is_the_epoch_staircase_bit_for_bit():
+    """lr_decay_steps = 2 epochs' minibatches decays at exactly the steps lr_decay_epochs = 2 does (same
+    kernels, same order: bit for bit), through pruning rounds and across tasks; half a step less does not."""
+    base = {
+        "seed": 0, "device": "cpu", "data": {"benchmark": "digits", "scenario": "permuted", "num_tasks": 2},
+        "model": {"hidden": [32]}, "strategy": {"method": "anpyc", "beta": 20.0},
+        "optim": {"epochs": 4, "retrain_epochs": 1, "batch_size": 32, "lr": 0.1, "lr_decay": 0.5},
+    }
+    by_epochs = Trainer(validate_config({**base, "optim": {**base["optim"], "lr_decay_epochs": 2}}))
+    batches = -(-len(by_epochs.tasks.tasks[0].train) // 32)
+    runs = [by_epochs]
+    for unit in (2 * batches, 2 * batches - 0.5):
+        runs.append(Trainer(validate_config({**base, "optim": {**base["optim"], "lr_decay_steps": unit}})))
+    for trainer in runs:
+        for _ in trainer.run():
+            pass
+    same, earlier = (dict(r.model.named_parameters()) for r in runs[1:])
+    for name, p in runs[0].model.named_parameters():
+        assert torch.equal(p, same[name]), name
+    assert any(not torch.equal(p, earlier[n]) for n, p in runs[0].model.named_parameters())
+    assert runs[0].acc_matrix == runs[1].acc_matrix
+
+
 def test_staircase_uses_its_first_rate_only_in_task_ones_initial_phase():
     optim = validate_config(
         {"optim": {"lr": 0.02, "lr_decay": 0.9, "lr_decay_first": 0.99, "lr_decay_epochs": 5}}
@@ -87,11 +128,11 @@ def test_stability_number_is_logged_per_task_and_warns_above_two(make_trainer):
 def test_the_reference_config_validates_and_says_the_codes_settings():
     cfg = load_config(ROOT / "configs" / "reference_permuted.yaml")
     assert cfg.model.hidden == [64, 32] and cfg.model.dropout == 0.5 and cfg.model.init == "reference"
-    assert (cfg.optim.lr, cfg.optim.lr_decay, cfg.optim.lr_decay_first, cfg.optim.lr_decay_epochs) == (
+    assert (cfg.optim.lr, cfg.optim.lr_decay, cfg.optim.lr_decay_first, cfg.optim.lr_decay_steps) == (
         0.02,
         0.9,
         0.99,
-        5,
+        5 * 55000 / 256,  # the code's decay_steps: 5 epochs of its 55,000 training images at batch 256
     )
     assert (cfg.optim.epochs, cfg.optim.retrain_epochs, cfg.strategy.lam) == (30, 30, 3.0)
     assert cfg.strategy.prune_schedule == "reference" and cfg.strategy.beta_decay == 0.8

@@ -47,7 +47,7 @@ from anpyc_core.run_state import (
     derive_seed,
     resolve_device,
 )
-from anpyc_core.schedule import learning_rate
+from anpyc_core.schedule import learning_rate, per_step
 from anpyc_core.strategies.base import Phase
 
 FID_FIRST = 5  # Table III reports FID on the first five tasks
@@ -207,7 +207,12 @@ class GenerativeTrainer(CheckpointFiles):
             group["lr"] = lr
         order = torch.randperm(len(images), generator=self.shuffle, device=self.device)
         bs, total, batches = self.cfg.optim.batch_size, torch.zeros((), device=self.device), 0
+        num_batches = -(-len(images) // bs)
         for start in range(0, len(images), bs):
+            if per_step(self.cfg.optim):
+                lr = learning_rate(self.cfg.optim, self.task, epoch, self.initial_phase, batches, num_batches)
+                for group in opt.param_groups:
+                    group["lr"] = lr
             pick = order[start : start + bs]
             x, ids = self.mixed_batch(images[pick], owners[pick], t)
             loss = self._gan_step(x, ids, opt, critic_opt) if critic_opt else self._vae_step(x, ids, opt)

@@ -25,6 +25,7 @@ MEMBER_FIELDS: tuple[str, ...] = (
     "optim.momentum",
     "optim.lr_decay",
     "optim.lr_decay_epochs",
+    "optim.lr_decay_steps",
     "optim.lr_decay_first",
     "model.dropout",
 )

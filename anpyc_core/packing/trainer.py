@@ -38,7 +38,7 @@ from anpyc_core.run_state import (
     resolve_device,
     save_atomically,
 )
-from anpyc_core.schedule import DIVERGENCE_LIMIT, learning_rate, stability_numbers
+from anpyc_core.schedule import DIVERGENCE_LIMIT, learning_rate, per_step, stability_numbers
 from anpyc_core.strategies import Strategy
 from anpyc_core.strategies.base import RoundGuard
 from anpyc_core.trainer import Trainer
@@ -202,8 +202,8 @@ class PackedTrainer:
         self.grad_views = [[(p, *self.stack.slot(p)) for p in member.strategy.trainable(t)] for member in self.members]
         return StackedSGD(stacks, [cfg.optim.momentum for cfg in self.cfgs])
 
-    def _lr(self, k: int, epoch: int) -> float:
-        return learning_rate(self.cfgs[k].optim, self.task, epoch, self.initial_phase)
+    def _lr(self, k: int, epoch: int, batch: int = 0, batches: int = 1) -> float:
+        return learning_rate(self.cfgs[k].optim, self.task, epoch, self.initial_phase, batch, batches)
 
     def _fit(
         self,
@@ -246,11 +246,16 @@ class PackedTrainer:
         orders = [torch.randperm(n, generator=self.shuffle[k], device=self.device) for k in active]
         gens = [self.dropout_gen[k] for k in active]
         backward_hooks = [] if self.penalty else [m for m in members if _overrides(m.strategy, "after_backward")]
-        step_hooks = [(m, lr) for m, lr in zip(members, lrs, strict=True) if _overrides(m.strategy, "after_step")]
+        hooked = [_overrides(m.strategy, "after_step") for m in members]
+        step_hooks = [(m, lr) for m, lr, h in zip(members, lrs, hooked, strict=True) if h]
         total = torch.zeros(len(active), device=self.device)
         num_batches = -(-n // bs)
         batches = PackBatches(splits, orders, stacked=self.vectorised)
-        for start in range(0, n, bs):
+        stepwise = any(per_step(self.cfgs[k].optim) for k in active)
+        for batch, start in enumerate(range(0, n, bs)):
+            if stepwise:
+                lrs = [self._lr(k, counters[k], batch, num_batches) for k in active]
+                step_hooks = [(m, lr) for m, lr, h in zip(members, lrs, hooked, strict=True) if h]
             x, y = batches.batch(start, bs)
             logits = self.stack.forward(x, t, index, gens)
             if len(active) == 1:
