@@ -9,6 +9,7 @@ import contextlib
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -47,14 +48,42 @@ STUDY = {
 }
 
 
-def ray_start(*args):
-    subprocess.run(
-        [sys.executable, "-m", "ray.scripts.scripts", "start", "--disable-usage-stats", *args],
-        env=ENV,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+def ray_start(*args, attempts: int = 2):
+    """`ray start ARGS`; a start refused while the previous cluster's ports are still held is retried once
+    after they are free, and a final failure says what `ray start` printed."""
+    for attempt in range(attempts):
+        done = subprocess.run(
+            [sys.executable, "-m", "ray.scripts.scripts", "start", "--disable-usage-stats", *args],
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode == 0:
+            return
+        if attempt + 1 < attempts:
+            wait_until_bindable(HEAD, PORT, seconds=30)
+    raise AssertionError(f"ray start {' '.join(args)} failed: {(done.stderr or done.stdout)[-2000:]}")
+
+
+def wait_until_bindable(host: str, port: int, seconds: float) -> None:
+    """Block until `host:port` can be bound again (a killed GCS's socket is released), at most `seconds`."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+                return
+            except OSError:
+                time.sleep(0.5)
+
+
+def wait_gone(pids: list[int], seconds: float = 20) -> None:
+    """Block until every pid has exited (SIGKILL is delivered asynchronously), at most `seconds`."""
+    deadline = time.time() + seconds
+    while time.time() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in pids):
+        time.sleep(0.2)
 
 
 def pids_matching(*needles):
@@ -85,8 +114,12 @@ def cluster():
         ray_start(f"--address={HEAD}:{PORT}", "--num-cpus=2", f"--node-ip-address={NODE_A}")
         yield
     finally:  # only this cluster's processes: the test session's own Ray stays up
+        killed = []
         for ip in (NODE_B, NODE_A, HEAD):
+            killed += pids_matching(ip)
             kill(pids_matching(ip))
+        wait_gone(killed)  # the next test's cluster binds the same addresses and port
+        wait_until_bindable(HEAD, PORT, seconds=30)
         marker = pathlib.Path("/tmp/ray/ray_current_cluster")  # written by `ray start --head`
         if marker.exists() and HEAD in marker.read_text():
             marker.unlink()
