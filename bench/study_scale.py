@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
 import json
 import os
 import resource
@@ -349,6 +350,8 @@ def main() -> None:
     parser.add_argument("--probe", type=int, default=12, help="new trials timed per row")
     parser.add_argument("--ray", type=int, nargs="*", default=[], help="sizes of real Ray studies")
     parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument("--profile", type=Path, help="a folder: cProfile each Ray study's driver into ray_N.prof "
+                        "(compare two sizes with bench/profile_growth.py)")
     args = parser.parse_args()
     rows, ray_rows = [], []
     with tempfile.TemporaryDirectory(prefix="study-scale-") as tmp:
@@ -377,9 +380,16 @@ def main() -> None:
 
             loopback_only()
             ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+            profiler = cProfile.Profile() if args.profile else None
             try:
+                if profiler:
+                    profiler.enable()
                 ray_rows.append(ray_study(n, work))
             finally:
+                if profiler:
+                    profiler.disable()
+                    args.profile.mkdir(parents=True, exist_ok=True)
+                    profiler.dump_stats(args.profile / f"ray_{n}.prof")
                 ray.shutdown()
             print(json.dumps(ray_rows[-1]), flush=True)
     if not args.no_docs:
