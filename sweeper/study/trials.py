@@ -9,6 +9,7 @@ HISTORY_FILE = "history.json"  # every finished task's record, so a lost report 
 HEATMAP_FILE = "acc_matrix.png"  # the final accuracy matrices, drawn on the worker, not on the driver
 SNAPSHOT_PREFIX = "snapshot_task_"
 OPTUNA_DB = "optuna.db"  # a study's Optuna storage, in its study folder
+STUDY_FILE = "study.yaml"  # the study as launched, in its shared folder (a resume must match it)
 
 
 def snapshot_name(task: int) -> str:
