@@ -212,6 +212,7 @@ class Trainer(CheckpointFiles):
         data = JointData(self.tasks)
         opt = self._optimizer(self.model.parameters())
         bs, last = self.cfg.optim.batch_size, float("nan")
+        stepwise = per_step(self.cfg.optim)
         for epoch in range(self.cfg.optim.epochs):
             lr = self._lr(epoch)
             for group in opt.param_groups:
@@ -220,7 +221,7 @@ class Trainer(CheckpointFiles):
             total = torch.zeros((), device=self.device)
             num_batches = -(-len(data) // bs)
             for batch, start in enumerate(range(0, len(data), bs)):
-                if per_step(self.cfg.optim):
+                if stepwise:
                     for group in opt.param_groups:
                         group["lr"] = self._lr(epoch, batch, num_batches)
                 x, y, task_ids = data.batch(order[start : start + bs])

@@ -66,3 +66,19 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 if not any(isinstance(finder, _MovedModules) for finder in sys.meta_path):
     sys.meta_path.append(_MovedModules())
+
+
+def forward_old_names(package: str, module: str):
+    """A module `__getattr__` for `package`, which replaced a module of the same name: the old module's
+    public names (pickled by studies launched before the move) come from `package.module`, loaded only
+    when asked for; submodule names stay submodules."""
+
+    def __getattr__(name: str):
+        import pkgutil
+
+        here = sys.modules[package]
+        if name.startswith("_") or name in {info.name for info in pkgutil.iter_modules(here.__path__)}:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(f"{package}.{module}"), name)
+
+    return __getattr__

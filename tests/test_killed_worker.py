@@ -116,8 +116,9 @@ def cluster():
     finally:  # only this cluster's processes: the test session's own Ray stays up
         killed = []
         for ip in (NODE_B, NODE_A, HEAD):
-            killed += pids_matching(ip)
-            kill(pids_matching(ip))
+            pids = pids_matching(ip)
+            kill(pids)
+            killed += pids
         wait_gone(killed)  # the next test's cluster binds the same addresses and port
         wait_until_bindable(HEAD, PORT, seconds=30)
         marker = pathlib.Path("/tmp/ray/ray_current_cluster")  # written by `ray start --head`

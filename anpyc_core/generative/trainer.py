@@ -207,9 +207,9 @@ class GenerativeTrainer(CheckpointFiles):
             group["lr"] = lr
         order = torch.randperm(len(images), generator=self.shuffle, device=self.device)
         bs, total, batches = self.cfg.optim.batch_size, torch.zeros((), device=self.device), 0
-        num_batches = -(-len(images) // bs)
+        num_batches, stepwise = -(-len(images) // bs), per_step(self.cfg.optim)
         for start in range(0, len(images), bs):
-            if per_step(self.cfg.optim):
+            if stepwise:
                 lr = learning_rate(self.cfg.optim, self.task, epoch, self.initial_phase, batches, num_batches)
                 for group in opt.param_groups:
                     group["lr"] = lr

@@ -3,11 +3,7 @@
 (`results`: trials, tasks, boundaries). Imports no other part of the sweeper, and never Ray or MLflow."""
 
 
-def __getattr__(name: str):
-    """Names of the old `sweeper.storage` module (pickled by studies launched before the move), from `store`."""
-    import importlib
-    import pkgutil
+from sweeper import forward_old_names
 
-    if name.startswith("_") or name in {info.name for info in pkgutil.iter_modules(__path__)}:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")  # a submodule: imported as such
-    return getattr(importlib.import_module("sweeper.storage.store"), name)
+#: the old `sweeper.storage` module's names (pickled by studies launched before the move), from `store`
+__getattr__ = forward_old_names(__name__, "store")

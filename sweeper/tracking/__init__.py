@@ -4,11 +4,7 @@ tracking server (`server`) and the figures it logs (`plots`). May import `sweepe
 `sweeper.storage`; never `sweeper.running` or `sweeper.reading`."""
 
 
-def __getattr__(name: str):
-    """Names of the old `sweeper.tracking` module (pickled by studies launched before the move), from `recorder`."""
-    import importlib
-    import pkgutil
+from sweeper import forward_old_names
 
-    if name.startswith("_") or name in {info.name for info in pkgutil.iter_modules(__path__)}:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")  # a submodule: imported as such
-    return getattr(importlib.import_module("sweeper.tracking.recorder"), name)
+#: the old `sweeper.tracking` module's names (pickled by studies launched before the move), from `recorder`
+__getattr__ = forward_old_names(__name__, "recorder")
