@@ -148,7 +148,9 @@ srun --overlap --nodes="${{#nodes[@]}}" --ntasks-per-node=1 rm -rf "$tmp"
 echo "$(date -Is) job $SLURM_JOB_ID run $restart: study exited $rc${{stop:+ (stopped: $stop)}}"
 if [ "$stop" = requeue ] && [ $rc -ne 0 ]; then
   echo "$(date -Is) requeueing job $SLURM_JOB_ID: its next run resumes the study from its task checkpoints"
-  scontrol requeue "$SLURM_JOB_ID"
+  # Slurm ends this run itself as part of the requeue: exiting first races it, and a late non-zero exit
+  # could mark the requeued job FAILED (seen on slurm-wlm 22.05)
+  scontrol requeue "$SLURM_JOB_ID" && {{ sleep 300 & wait $!; }}
 fi
 exit $rc
 """
