@@ -298,3 +298,16 @@ def test_rerun_best_reruns_the_best_configuration_under_every_ablation(grid_stud
     assert "| full |" in result.output and (out / "rerun_best.md").exists()
     bad = CliRunner().invoke(app, ["rerun", "--best", str(path), "--ablations", "nope", "--out", str(out)])
     assert bad.exit_code == 2 and "--ablations: 'nope' is not an ablation of tiny_grid" in bad.output
+
+
+def test_a_finished_trial_keeps_its_last_two_task_checkpoints(ray_session, tmp_path):
+    """`checkpoints: latest` without Tune's own pruning (which forces a whole-study snapshot per deletion):
+    the study prunes a trial once its end is in a whole snapshot; the end of the launch writes one."""
+    base = {**BASE, "data": {**BASE["data"], "num_tasks": 3}, "optim": {**BASE["optim"], "epochs": 1}}
+    spec = parse_study({"name": "tiny_prune", "base": base, "seeds": [0], "storage": str(tmp_path)})
+    launch(spec, spec_text(spec))
+    (trial_dir,) = [p for p in (tmp_path / "tiny_prune" / "tune").iterdir() if p.is_dir() and "train_trial" in p.name]
+    folders = sorted(p.name for p in trial_dir.iterdir() if p.name.startswith("checkpoint_"))
+    assert folders == ["checkpoint_000001", "checkpoint_000002"]  # of three: the newest two, whole
+    assert all((trial_dir / f / "state.pt").stat().st_size > 0 for f in folders)
+    assert sorted(pd.read_parquet(spec.study_dir / "boundaries.parquet")["after_task"]) == [1, 2, 3]

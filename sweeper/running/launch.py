@@ -62,9 +62,15 @@ TRIALS_PER_SNAPSHOT_SECOND = 100
 
 
 def checkpoint_config(spec: StudySpec) -> tune.CheckpointConfig:
-    """`latest`: the last two task checkpoints per trial (a resume after a driver kill may need the
-    one before the latest; snapshots are in MLflow already); `all`: every task's."""
-    return tune.CheckpointConfig(num_to_keep=2 if spec.checkpoints == "latest" else None)
+    """Tune keeps every task checkpoint (no `num_to_keep`: Tune would force a whole-study snapshot per
+    deletion); `checkpoints: latest` is done by `kept_checkpoints`' pruning of finished trials instead."""
+    return tune.CheckpointConfig(num_to_keep=None)
+
+
+def kept_checkpoints(spec: StudySpec) -> int | None:
+    """Task checkpoints a finished trial keeps: `latest`, its last two (a resume after a driver kill may
+    need the one before the latest; snapshots are in MLflow already); `all`, every one (None)."""
+    return 2 if spec.checkpoints == "latest" else None
 
 
 def launch(
@@ -150,7 +156,7 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, 
         tune.with_parameters(train_pack if packed else train_trial, **shared),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
-    backup = StateBackup(spec.tune_storage, 10.0 * snapshot_period(spec.trial_count()))
+    backup = StateBackup(spec.tune_storage, 10.0 * snapshot_period(spec.trial_count()), kept_checkpoints(spec))
     callbacks = [StudyRecorder(spec, spec_yaml), backup]  # a restored Tuner brings back its own copy
     progress = [] if verbose else [ProgressLine(spec, spec.trial_count(), prior=results.read_trials(spec.store))]
     if resume:
@@ -166,7 +172,8 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, 
         # the launch's TuneConfig, so set it on the restored one before fit() builds the searcher
         restored = tuner._local_tuner
         restored._tune_config.max_concurrent_trials = spec.max_concurrent_trials
-        restored._run_config.checkpoint_config = checkpoint_config(spec)
+        # the checkpoint config stays the launch's: a study begun with Tune's own pruning (num_to_keep=2,
+        # which its trials' checkpoint managers also hold) keeps it and the snapshots it forces
         restored._run_config.failure_config = tune.FailureConfig(max_failures=spec.max_failures)
         kept = [c for c in restored._run_config.callbacks or [] if not isinstance(c, ProgressLine | StateBackup)]
         kept.append(backup)  # studies launched before the backup existed get it too

@@ -7,7 +7,7 @@ copies the state files into `tune_last_good/` whenever they read back whole (at 
 so its cost per trial stays flat); `repair` puts that copy back before a resume when the newest state
 is torn. A trial restored from the older copy redoes at most the tasks since then, and the results
 writers are idempotent, so every trial and task is still recorded exactly once.
-Imports: the storage layer and Ray Tune's Callback only.
+Imports: the storage layer, the checkpoint pruner and Ray Tune's Callback only.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from sweeper.running.checkpoint_prune import CheckpointPruner
 from sweeper.storage.store import StorageError, StudyStore
 
 TUNE_DIR = "tune"
@@ -52,18 +53,19 @@ def state_files(store: StudyStore, folder: str) -> list[str]:
     return [states[0]] + sorted(n for n in names if stamp in n and n != states[0])
 
 
-def backup(store: StudyStore) -> bool:
-    """Copy the newest state files into GOOD_DIR if every one of them reads back whole; True if copied."""
+def backup(store: StudyStore) -> bytes | None:
+    """Copy the newest state files into GOOD_DIR if every one of them reads back whole; the experiment
+    state copied (Tune's JSON), or None if nothing was."""
     names = state_files(store, TUNE_DIR)
     contents = {name: store.read_bytes(f"{TUNE_DIR}/{name}") for name in names}
     if not contents or not all(readable(data) for data in contents.values()):
-        return False  # torn or half-written just now: keep the previous good copy
+        return None  # torn or half-written just now: keep the previous good copy
     for name, data in contents.items():
         store.write_bytes(f"{GOOD_DIR}/{name}", data)
     for old in store.list_files(GOOD_DIR, recursive=False):
         if old.rpartition("/")[2] not in contents:
             store.delete(old)
-    return True
+    return contents[names[0]]
 
 
 def repair(store: StudyStore) -> str | None:
@@ -91,28 +93,42 @@ def repair(store: StudyStore) -> str | None:
 
 
 class StateBackup(Callback):
-    """Tune callback: keep `tune_last_good/` up to date, at most once every `period_s` seconds."""
+    """Tune callback: keep `tune_last_good/` up to date, at most once every `period_s` seconds; with
+    `keep`, prune each finished trial to its last `keep` checkpoints once a whole copy records it finished."""
 
-    def __init__(self, location: str, period_s: float) -> None:
+    def __init__(self, location: str, period_s: float, keep: int | None = None) -> None:
         self.location = location
         self.period_s = max(MIN_BACKUP_PERIOD_S, period_s)
+        self.keep = keep
+        self.pruner = CheckpointPruner(keep) if keep is not None else None
         self.last = 0.0
 
     def __getstate__(self) -> dict:
-        return {"location": self.location, "period_s": self.period_s}
+        return {"location": self.location, "period_s": self.period_s, "keep": self.keep}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["location"], state["period_s"])
+        self.__init__(state["location"], state["period_s"], state.get("keep"))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """A finished trial waits for the next whole copy that records it finished, then is pruned."""
+        if self.pruner is not None:
+            self.pruner.finished(trial)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         """Back the state up when the period has passed (Tune has snapshotted it in between)."""
         now = time.monotonic()
         if now - self.last < self.period_s:
             return
-        if backup(StudyStore(self.location)):  # until the first snapshot exists, try again at the next step
+        if self._backup():  # until the first snapshot exists, try again at the next step
             self.last = now
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        """A last copy at the end (or the interruption) of this launch."""
+        """A last copy at the end (or the interruption) of this launch (Tune's final snapshot is written)."""
         with contextlib.suppress(StorageError):  # stopping already: the error that stopped it is reported
-            backup(StudyStore(self.location))
+            self._backup()
+
+    def _backup(self) -> bool:
+        state = backup(StudyStore(self.location))
+        if state is not None and self.pruner is not None:
+            self.pruner.confirmed(state)
+        return state is not None

@@ -79,6 +79,8 @@ class StudyRecorder(Callback):
         self.resumed: dict[str, int] = {}
         self.nodes: dict[str, str] = {}
         self.open_runs: set[str] = set()  # trial runs this driver marked RUNNING and has not ended
+        self.created: set[str] = set()  # trials whose run this driver created: it knows all they hold
+        self.final_logged: set[str] = set()  # ... and those of them whose final metrics it logged
         self.existing = existing_trial_runs(self.client, self.exp_id, spec.name)  # one search, not one per trial
 
     # ------------------------------------------------------------ runs
@@ -112,6 +114,7 @@ class StudyRecorder(Callback):
                 self.client.log_batch(run_id, params=params[i : i + 100])
             self.client.log_text(run_id, json.dumps(cfg, indent=2), "run_config.json")
             self.logged_steps[tid] = set()
+            self.created.add(tid)
         self.runs[tid] = run_id
         return run_id
 
@@ -119,8 +122,10 @@ class StudyRecorder(Callback):
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
         """Create or reattach the trial's run (each member's, for a pack) and mark it RUNNING."""
         for one in members_of(trial):
+            known = one.trial_id in self.runs
             run_id = self.run_id(one)
-            self.client.update_run(run_id, status="RUNNING")
+            if known or one.trial_id not in self.created:  # a run created just now is RUNNING already
+                self.client.update_run(run_id, status="RUNNING")
             self.open_runs.add(run_id)
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
@@ -194,7 +199,11 @@ class StudyRecorder(Callback):
             self._terminate(run_id, "FAILED")
             self._write_trial_row(trial, run_id, "DIVERGED", result, error=str(result["diverged"]))
             return
-        done_before = "final_val_acc" in self.client.get_run(run_id).data.metrics  # a replay: log nothing twice
+        tid = trial.trial_id
+        if tid in self.created:  # a replay logs nothing twice: a run of this driver's is known without asking
+            done_before = tid in self.final_logged
+        else:
+            done_before = "final_val_acc" in self.client.get_run(run_id).data.metrics
         if "acc_matrix" in result and not done_before:
             for name in ("acc_matrix", "val_acc_matrix", *results.EXTRA_MATRICES):
                 if name in result:
@@ -207,6 +216,7 @@ class StudyRecorder(Callback):
                 if k.startswith(("val_", "test_")) and isinstance(v, int | float)
             ]
             self.client.log_batch(run_id, metrics=final)
+            self.final_logged.add(tid)
             if "fid_features" in result:
                 self.client.set_tag(run_id, "fid_features", str(result["fid_features"])[:4000])
             if result.get("prune_flags"):  # a pruning round cost more accuracy than allowed: visible, not hidden
