@@ -315,15 +315,16 @@ def moto_server(work: Path):
         proc.wait(timeout=30)
 
 
-def ray_study(n: int, work: Path) -> dict:
-    """A real study of n tiny trials through Ray Tune: driver CPU per trial, wall against trial time."""
+def ray_study(n: int, work: Path, tasks: int) -> dict:
+    """A real study of n tiny trials through Ray Tune: driver CPU per trial, wall against trial time,
+    task checkpoints left per trial, and the answer time of `status`, `best` and `report` on it."""
     from sweeper.running.launch import launch, spec_text
 
     raw = study_raw(f"ray_{n}", str(work / "ray"), f"sqlite:///{work / 'ray' / 'mlflow.db'}")
     raw["search"] = {"optim.lr": {"grid": [round(0.01 + 0.2 * i / n, 6) for i in range(n)]}}
     raw["max_concurrent_trials"] = 2
     raw["resources"] = {"cpu": 1}
-    raw["base"]["data"]["num_tasks"] = 2
+    raw["base"]["data"]["num_tasks"] = tasks
     spec = parse_study(raw)
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
@@ -332,15 +333,26 @@ def ray_study(n: int, work: Path) -> dict:
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     frame = results.read_trials(spec.store)
     driver_cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
-    return {
+    row = {
         "trials": n,
+        "tasks": tasks,
         "finished": int((frame["status"] == "FINISHED").sum()),
         "wall_s": wall,
         "sum_trial_s": float(frame["seconds"].sum()),
         "driver_cpu_per_trial_s": driver_cpu / n,
         "peak_rss_mb": cpu1.ru_maxrss / 1024,
         "bytes_per_trial": folder_bytes(spec.store) / n,
+        "checkpoints_per_trial": len(list((spec.study_dir / "tune").glob("*/checkpoint_*"))) / n,
     }
+    study_file = work / f"ray_{n}.yaml"
+    study_file.write_text(yaml.safe_dump(raw))
+    for key, verb in {"status": ["status"], "best": ["best", "--top", "5"], "report": ["report"]}.items():
+        start = time.perf_counter()  # as a user runs them: a fresh process, imports included
+        proc = subprocess.run([str(BIN / "anpyc-sweep"), *verb, str(study_file)], capture_output=True, text=True)
+        row[f"{key}_s"] = time.perf_counter() - start
+        if proc.returncode != 0:
+            print(f"{key}: exit {proc.returncode}: {proc.stderr.strip()[-300:]}", flush=True)
+    return row
 
 
 def main() -> None:
@@ -349,6 +361,8 @@ def main() -> None:
     parser.add_argument("--storages", nargs="+", default=["folder", "s3"], choices=["folder", "s3"])
     parser.add_argument("--probe", type=int, default=12, help="new trials timed per row")
     parser.add_argument("--ray", type=int, nargs="*", default=[], help="sizes of real Ray studies")
+    parser.add_argument("--ray-tasks", type=int, default=3, help="tasks per trial of the Ray studies (3: a "
+                        "trial saves one checkpoint more than `checkpoints: latest` keeps, so pruning is measured)")
     parser.add_argument("--no-docs", action="store_true")
     parser.add_argument("--profile", type=Path, help="a folder: cProfile each Ray study's driver into ray_N.prof "
                         "(compare two sizes with bench/profile_growth.py)")
@@ -384,7 +398,7 @@ def main() -> None:
             try:
                 if profiler:
                     profiler.enable()
-                ray_rows.append(ray_study(n, work))
+                ray_rows.append(ray_study(n, work, args.ray_tasks))
             finally:
                 if profiler:
                     profiler.disable()
@@ -429,13 +443,19 @@ def write_docs(rows: list[dict], ray_rows: list[dict], argv: str) -> None:
     if ray_rows:  # a section of its own: a Ray-only run leaves the layers' table as it was
         lines = ["### Real studies through Ray Tune (bench/study_scale.py --ray)", "",
                  f"Command: `python bench/study_scale.py {argv}`. Machine: 2 CPU cores, no GPU."]
-        lines += ["", "Real studies through Ray Tune (digits, 16 units, 1 epoch, 2 tasks, 2 trials at a time):", "",
-                  "| N trials | finished | wall s | sum of trial s | driver CPU s per trial | peak RSS MB | "
-                  "bytes per trial |", "|---|---|---|---|---|---|---|"]
+        tasks = ray_rows[0]["tasks"]
+        lines += ["", f"Real studies through Ray Tune (digits, 16 units, 1 epoch, {tasks} tasks, 2 trials at a time; "
+                  "`status`, `best` and `report` timed on the finished study in a fresh process):", "",
+                  "| N trials | finished | wall s | sum of trial s | driver CPU s per trial | ratio to smallest N | "
+                  "peak RSS MB | bytes per trial | task checkpoints left per trial | `status` s | `best --top 5` s | "
+                  "`report` s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        base = ray_rows[0]["driver_cpu_per_trial_s"]
         for r in ray_rows:
             lines.append(
                 f"| {r['trials']:,} | {r['finished']} | {r['wall_s']:.0f} | {r['sum_trial_s']:.0f} | "
-                f"{r['driver_cpu_per_trial_s']:.3f} | {r['peak_rss_mb']:.0f} | {r['bytes_per_trial'] / 1024:.0f} KiB |"
+                f"{r['driver_cpu_per_trial_s']:.3f} | {r['driver_cpu_per_trial_s'] / base:.2f} | "
+                f"{r['peak_rss_mb']:.0f} | {r['bytes_per_trial'] / 1024:.0f} KiB | {r['checkpoints_per_trial']:.2f} | "
+                f"{r['status_s']:.1f} | {r['best_s']:.1f} | {r['report_s']:.1f} |"
             )
         write_section(ROOT / "docs" / "PERFORMANCE.md", "study_scale_ray", lines, "Performance")
 
