@@ -57,3 +57,62 @@ def test_gpu_counts_from_sinfo_gres():
 
 def test_filesystem_type_of_a_path_that_does_not_exist_yet_is_its_mount():
     assert filesystem_type("/proc/self/not-yet") == "proc"
+
+
+FAKE_DRIVER = r"""
+import signal, sys, time
+log = open(sys.argv[1], "a", buffering=1)
+def on(sig, frame):
+    log.write(f"{signal.Signals(sig).name} {time.monotonic()}\n")
+    if sig == signal.SIGINT or sys.argv[2] == "drains":
+        sys.exit(130)
+signal.signal(signal.SIGUSR1, on)
+signal.signal(signal.SIGINT, on)
+log.write("ready\n")
+while True:
+    time.sleep(0.05)
+"""
+
+
+def run_trap(tmp_path, behaviour: str) -> tuple[str, list[str]]:
+    """The script's signal handling around a fake driver: USR1 to the batch shell as Slurm sends it."""
+    import signal
+    import sys
+    import time
+
+    text = render(request(grace_s=4))  # drain_s = max(2, 4 - 90) = 2
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith('stop=""'))
+    end = next(i for i, line in enumerate(lines) if line.startswith("trap 'on_signal cancel' USR2"))
+    (tmp_path / "driver.py").write_text(FAKE_DRIVER)
+    log = tmp_path / "signals.log"
+    snippet = "\n".join(
+        lines[start : end + 1]
+        + [
+            f'{sys.executable} {tmp_path / "driver.py"} {log} {behaviour} &',
+            "driver=$!",
+            'while true; do wait "$driver"; rc=$?; kill -0 "$driver" 2>/dev/null || break; done',
+            '[ -n "$timer" ] && kill "$timer" 2>/dev/null',
+            'echo "rc=$rc stop=$stop"',
+        ]
+    )
+    shell = subprocess.Popen(["bash", "-c", snippet], stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while not (log.exists() and "ready" in log.read_text()) and time.time() < deadline:
+        time.sleep(0.05)
+    shell.send_signal(signal.SIGUSR1)
+    out, _ = shell.communicate(timeout=30)
+    return out.strip(), log.read_text().split("\n")[1:-1]
+
+
+def test_usr1_lets_the_driver_drain_then_stops_it_after_drain_s(tmp_path):
+    assert request(grace_s=300).drain_s == 210 and request(grace_s=30).drain_s == 15
+    (tmp_path / "waits").mkdir()
+    out, got = run_trap(tmp_path / "waits", "waits")  # a driver whose trials never reach a boundary in time
+    assert out == "rc=130 stop=requeue"
+    assert [line.split()[0] for line in got] == ["SIGUSR1", "SIGINT"], got
+    assert float(got[1].split()[1]) - float(got[0].split()[1]) >= 2.0  # INT only after drain_s
+    (tmp_path / "drains").mkdir()
+    out, got = run_trap(tmp_path / "drains", "drains")  # one that stops at its boundaries in time
+    assert out == "rc=130 stop=requeue"
+    assert [line.split()[0] for line in got] == ["SIGUSR1"], got  # never interrupted

@@ -135,6 +135,10 @@ def launch(
             fail(str(err), 1)
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started with `&` by a batch script: `kill -INT` stops it
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    from sweeper.running.drain import DRAIN, last_launch_drained, request_drain
+
+    DRAIN.clear()
+    signal.signal(signal.SIGUSR1, request_drain)  # stop at task boundaries (a Slurm time limit), even this early
     if spec.trial_count() > MAX_TRIALS_WITHOUT_YES and not yes:
         fail(
             f"{spec.name}: {spec.trial_count()} trials is more than {MAX_TRIALS_WITHOUT_YES}; pass --yes to run them", 2
@@ -179,8 +183,9 @@ def launch(
         raise
     left = unfinished_trials(spec, grid)
     if left:
+        how = "stopped at its trials' task boundaries (SIGUSR1)" if last_launch_drained() else "interrupted"
         fail(
-            f"study {spec.name} interrupted with {left} of {expected_trials(spec)} trials unfinished; "
+            f"study {spec.name} {how} with {left} of {expected_trials(spec)} trials unfinished; "
             f"continue it with: anpyc-sweep launch {study} --resume",
             130,
         )

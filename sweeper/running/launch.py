@@ -29,6 +29,7 @@ from sweeper.running.checks import (
     starts_local_ray,
     stderr_into,
 )
+from sweeper.running.drain import DrainOnSignal, with_drain
 from sweeper.running.packed_trainable import train_pack
 from sweeper.running.search import (
     packs,
@@ -157,7 +158,7 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, 
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
     backup = StateBackup(spec.tune_storage, 10.0 * snapshot_period(spec.trial_count()), kept_checkpoints(spec))
-    callbacks = [StudyRecorder(spec, spec_yaml), backup]  # a restored Tuner brings back its own copy
+    callbacks = [StudyRecorder(spec, spec_yaml), backup, DrainOnSignal()]  # a restored Tuner brings its own copy
     progress = [] if verbose else [ProgressLine(spec, spec.trial_count(), prior=results.read_trials(spec.store))]
     if resume:
         try:
@@ -175,8 +176,10 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, 
         # the checkpoint config stays the launch's: a study begun with Tune's own pruning (num_to_keep=2,
         # which its trials' checkpoint managers also hold) keeps it and the snapshots it forces
         restored._run_config.failure_config = tune.FailureConfig(max_failures=spec.max_failures)
-        kept = [c for c in restored._run_config.callbacks or [] if not isinstance(c, ProgressLine | StateBackup)]
-        kept.append(backup)  # studies launched before the backup existed get it too
+        restored._tune_config.scheduler = with_drain(restored._tune_config.scheduler)  # older studies too
+        old = ProgressLine | StateBackup | DrainOnSignal
+        kept = [c for c in restored._run_config.callbacks or [] if not isinstance(c, old)]
+        kept += [backup, DrainOnSignal()]  # studies launched before these existed get them too
         restored._run_config.callbacks = kept + progress  # this launch's console, not the first one's
         restored._run_config.verbose = 1 if verbose else 0
     else:

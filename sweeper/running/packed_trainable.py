@@ -80,7 +80,13 @@ def train_pack(
             live = [r for r, rec in zip(reports, records, strict=True) if rec is not None]
             summary = {o: _mean([r.get(o) for r in live]) for o in objectives}
             tune.report(
-                {"task": pack.next_task, "members": json.dumps(reports), "pack_size": len(cfgs), **summary},
+                {
+                    "task": pack.next_task,
+                    "num_tasks": pack.num_tasks,
+                    "members": json.dumps(reports),
+                    "pack_size": len(cfgs),
+                    **summary,
+                },
                 checkpoint=tune.Checkpoint.from_directory(folder),
             )
 

@@ -84,20 +84,23 @@ def packs(spec: StudySpec) -> bool:
 
 
 def scheduler(spec: StudySpec, max_tasks: int):
-    """ASHA on the number of finished tasks, or None (packs stop their members through member ASHA)."""
+    """ASHA on the number of finished tasks, or FIFO (packs stop their members through member ASHA); either
+    stops at task boundaries on SIGUSR1 (sweeper/running/drain.py)."""
+    from sweeper.running.drain import with_drain
+
     if spec.scheduler.kind != "asha" or packs(spec):
-        return None
+        return with_drain(None)
     from ray.tune.schedulers import ASHAScheduler
 
     obj = spec.objectives[0]
-    return ASHAScheduler(
+    return with_drain(ASHAScheduler(
         time_attr="task",
         metric=obj.metric,
         mode=obj.mode,
         max_t=max_tasks,
         grace_period=spec.scheduler.grace_period,
         reduction_factor=spec.scheduler.reduction_factor,
-    )
+    ))
 
 
 def param_space(spec: StudySpec) -> dict[str, Any]:

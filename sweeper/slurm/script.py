@@ -43,6 +43,12 @@ class JobRequest:
     account: str | None = None
     sbatch_args: list[str] = field(default_factory=list)
 
+    @property
+    def drain_s(self) -> int:
+        """Seconds after USR1 that running trials get to reach their next task boundary: the grace less 90 s
+        for Tune's last snapshot, Ray's teardown and the requeue (at least half the grace)."""
+        return max(self.grace_s // 2, self.grace_s - 90)
+
     def sbatch_lines(self) -> list[str]:
         """The #SBATCH directives."""
         lines = [
@@ -80,7 +86,19 @@ export RAY_AUTH_TOKEN
 
 stop=""      # USR1 (time limit, preemption): requeue; USR2 (`anpyc-sweep slurm cancel`): stop for good
 driver=""
-on_signal() {{ stop=$1; [ -n "$driver" ] && kill -INT "$driver" 2>/dev/null; }}
+timer=""
+drain_s={drain_s}  # after USR1 the trials finish their current task; whatever still runs then stops at once
+on_signal() {{
+  stop=$1
+  [ -n "$driver" ] || return 0
+  if [ "$1" = requeue ]; then  # the driver stops its trials at their next task boundary, then exits
+    kill -USR1 "$driver" 2>/dev/null
+    {{ sleep "$drain_s"; kill -INT "$driver" 2>/dev/null; }} &
+    timer=$!
+  else
+    kill -INT "$driver" 2>/dev/null
+  fi
+}}
 trap 'on_signal requeue' USR1
 trap 'on_signal cancel' USR2
 
@@ -138,6 +156,7 @@ if [ $rc -eq 0 ] && [ -z "$stop" ]; then
     wait "$driver"; rc=$?
     kill -0 "$driver" 2>/dev/null || break
   done
+  [ -n "$timer" ] && kill "$timer" 2>/dev/null
 elif [ -n "$stop" ]; then
   rc=130
 fi
@@ -164,8 +183,9 @@ def render(request: JobRequest) -> str:
         f"# Study {request.study} on Slurm, written by `anpyc-sweep slurm submit` ({when}).",
         "# Ray runs inside the allocation: a head on the first node, one worker on each other node (srun);",
         "# the study's driver runs here and writes results and MLflow (SQLite, this one writer) to the storage.",
-        f"# {request.grace_s} s before the time limit (or on preemption) Slurm sends USR1: the study stops, its",
-        "# trials keep their last task checkpoints, and the job requeues itself to resume them.",
+        f"# {request.grace_s} s before the time limit (or on preemption) Slurm sends USR1: no trial starts any more,",
+        f"# running trials finish their current task (for up to {request.drain_s} s, then they stop at once and",
+        "# redo it later), and the job requeues itself to resume them from their last task checkpoints.",
         *request.sbatch_lines(),
     ]
     body = BODY.format(
@@ -173,5 +193,6 @@ def render(request: JobRequest) -> str:
         study_yaml=shlex.quote(request.study_yaml),
         storage=shlex.quote(request.storage),
         gpus=request.gpus_per_node,
+        drain_s=request.drain_s,
     )
     return "\n".join(header) + "\n" + body.lstrip("\n")
