@@ -143,6 +143,8 @@ def test_a_study_requeued_at_its_time_limit_finishes_exactly_once_on_two_nodes(s
     assert state.get("JobState") == "COMPLETED", f"{seen}\n{log[-4000:]}"
     assert restarts >= 1, log[-4000:]  # it did stop mid-study and come back
     assert "(stopped: requeue)" in log and "requeueing job" in log
+    # the driver stopped its trials at their task boundaries (its tasks last seconds; drain_s is 15 s)
+    assert "stopped at its trials' task boundaries (SIGUSR1)" in log, log[-4000:]
 
     store = StudyStore(spec.tune_storage)
     trials, tasks, bounds = results.read_trials(store), results.read_tasks(store), results.read_boundaries(store)
