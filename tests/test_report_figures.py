@@ -99,3 +99,39 @@ def test_a_grid_of_many_values_gets_a_readable_axis_in_well_under_a_second_per_f
     assert 2 <= len(labels) <= report.MAX_VALUE_TICKS, len(labels)
     assert len(ax.get_lines()[0].get_xdata()) == 400  # every configuration is still a point
     assert per_figure < 1.0, per_figure  # 0.15 s here; with a label per value, 1.25 s
+
+
+def test_each_method_keeps_its_colour_and_the_ablation_axis_keeps_the_study_order(tmp_path, monkeypatch):
+    """Issue 26: methods on the x axis in the study's order, one colour per method in every figure,
+    and a point over fewer seeds than the others hollow with its n."""
+    from matplotlib.colors import to_hex
+
+    from sweeper.reading.colours import FIXED, colours_for
+
+    order = ["anpyc_free", "ewc", "si", "finetune", "joint"]
+    rows = []
+    for k, name in enumerate(order):
+        for seed in (0, 1) if name != "si" else (0,):  # si: one seed finished of two
+            row = trial(10 * k + seed, 1.0, acc=70.0 + k)
+            rows.append({**row, "ablation": name, "seed": seed})
+    spec = make_study(tmp_path, rows, search={}, ablations={n: {} for n in order})
+    figures = capture(monkeypatch)
+    report.write_report(spec)
+    ax = next(f.axes[0] for f in figures if f.axes and "against ablation" in f.axes[0].get_title())
+    assert [t.get_text() for t in ax.get_xticklabels()] == order  # the study's order, not alphabetical
+    colours = colours_for(order)
+    drawn = [to_hex(c.lines[0].get_color()) for c in ax.containers]  # one errorbar per method, in order
+    assert drawn == [colours[n] for n in order]
+    assert all(colours[n] == FIXED[n] for n in order)  # fixed colours: the same in every study's figures
+    hollow = [ln for ln in ax.get_lines() if ln.get_markerfacecolor() == "white"]
+    assert len(hollow) == 1 and list(hollow[0].get_xdata()) == [order.index("si")]
+    assert any(t.get_text() == "n=1" for t in ax.texts)
+
+
+def test_colours_are_distinct_within_a_figure_and_stable_across_sets():
+    from sweeper.reading.colours import colours_for
+
+    names = [f"variant_{i}" for i in range(18)] + ["ewc", "mas"]
+    got = colours_for(names)
+    assert len(set(got.values())) == len(names)
+    assert colours_for(["ewc", "variant_3"])["ewc"] == got["ewc"] == colours_for(["mas", "ewc"])["ewc"]

@@ -27,6 +27,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from sweeper.reading.cascade import cascade_section  # noqa: E402
+from sweeper.reading.colours import colours_for  # noqa: E402
 from sweeper.storage import results  # noqa: E402
 from sweeper.study.spec import QueryError, StudySpec  # noqa: E402
 from sweeper.study.trials import SNAPSHOT_PREFIX  # noqa: E402
@@ -198,13 +199,14 @@ def plot_drift(table: pd.DataFrame, path: Path) -> None:
     layers = sorted(table["layer"].unique())
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     width = 0.8 / len(ablations)
-    colors = plt.get_cmap("tab20").colors  # distinct colours for up to 20 ablations
+    colours = colours_for(ablations)  # each method's colour, as in every other figure
     for ax, metric in zip(axes, ("frechet", "weighted_change"), strict=True):
         for k, ablation in enumerate(ablations):
             part = table[table["ablation"] == ablation].set_index("layer").reindex(layers)
             x = np.arange(len(layers)) + k * width
             err = part[f"{metric}_std"].fillna(0)
-            ax.bar(x, part[f"{metric}_mean"], width, yerr=err, capsize=2, label=ablation, color=colors[k % 20])
+            colour = colours[str(ablation)]
+            ax.bar(x, part[f"{metric}_mean"], width, yerr=err, capsize=2, label=ablation, color=colour)
         ax.set_xticks(np.arange(len(layers)) + 0.4 - width / 2, [f"layer {n}" for n in layers])
         ax.set_title({"frechet": "Fréchet distance, first → last task", "weighted_change": "weighted change"}[metric])
         ax.grid(alpha=0.3, axis="y")

@@ -56,13 +56,29 @@ def plot_fid_over_tasks(done: pd.DataFrame, tasks: pd.DataFrame, path: Path) -> 
     ]
     curve = test.groupby(["trial_id", "after_task"])["fid"].mean().rename("fid").reset_index()
     curve = curve.merge(done[["trial_id", "ablation"]], on="trial_id")
+    from sweeper.reading.colours import colours_for
+
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for ablation, part in curve.groupby("ablation"):
+    groups = list(curve.groupby("ablation"))
+    colours = colours_for(curve["ablation"])
+    width = 0.3 / max(1, len(groups))  # side by side at each task: equal curves stay visible
+    for k, (ablation, part) in enumerate(groups):
         stats = part.groupby("after_task")["fid"].agg(["mean", "std"])
-        ax.errorbar(stats.index, stats["mean"], yerr=np.nan_to_num(stats["std"]), marker="o", capsize=3, label=ablation)
-    ax.set_xlabel("tasks learned")
+        shift = (k - (len(groups) - 1) / 2) * width
+        ax.errorbar(
+            stats.index + shift,
+            stats["mean"],
+            yerr=np.nan_to_num(stats["std"]),
+            marker="o",
+            capsize=3,
+            label=ablation,
+            color=colours[str(ablation)],
+        )
+    ax.set_xlabel("tasks learned (curves side by side at each task)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel(f"FID of the first {FIRST} tasks learned so far (lower is better)")
+    shown = min(FIRST, int(curve["after_task"].max())) if len(curve) else FIRST
+    what = f"the first {shown} tasks" if shown < int(tasks["after_task"].max() or 0) else "every task"
+    ax.set_ylabel(f"FID of {what} learned so far (lower is better)")
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)

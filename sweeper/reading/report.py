@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
 
+from sweeper.reading.colours import colours_for  # noqa: E402
 from sweeper.reading.generative_report import generative_section  # noqa: E402
 from sweeper.storage import results  # noqa: E402
 from sweeper.study.spec import QueryError, StudySpec  # noqa: E402
@@ -46,23 +47,48 @@ MAX_VALUE_TICKS = 12
 
 
 def plot_against(
-    table: pd.DataFrame, column: str, metric: str, path: Path, title: str, diverged: pd.DataFrame | None = None
+    table: pd.DataFrame,
+    column: str,
+    metric: str,
+    path: Path,
+    title: str,
+    diverged: pd.DataFrame | None = None,
+    order: list[str] | None = None,
 ) -> None:
-    """Metric (mean ± std over seeds) against one parameter, one line per ablation; the grid values are
-    the ticks, and configurations with diverged trials are marked (an x at the axis bottom when no seed finished)."""
+    """Metric (mean ± std over seeds) against one parameter, one line per ablation in its own colour (the
+    same in every figure); the grid values are the ticks (a categorical axis in `order`, e.g. the study's
+    ablations); a point over fewer seeds than the most any point has is hollow and says n; configurations
+    with diverged trials are marked (an x at the axis bottom when no seed finished)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     numeric = pd.api.types.is_numeric_dtype(table["value"])
     pool = pd.Series(list(set(table["value"]) | set(diverged["value"] if diverged is not None else [])))
-    values = sorted(pool, key=dict(zip(pool, natural_order(pool), strict=True)).get)  # one key pass, not one per value
+    rank = {v: i for i, v in enumerate(order or [])}
+    keys = dict(zip(pool, natural_order(pool), strict=True))  # one key pass, not one per value
+    values = sorted(pool, key=lambda v: (rank.get(v, len(rank)), keys[v]) if rank and not numeric else keys[v])
     position = {v: (v if numeric else i) for i, v in enumerate(values)}
-    colours = {}
-    for ablation, part in table.groupby("ablation"):
-        part = part.sort_values("value", key=natural_order)
+    colours = colours_for(list(table["ablation"]) + (list(diverged["ablation"]) if diverged is not None else []))
+    full = int(table[f"{metric}_count"].max()) if len(table) else 0
+    for ablation in sorted(set(table["ablation"]), key=lambda a: (rank.get(a, len(rank)), a)):
+        part = table[table["ablation"] == ablation].sort_values("value", key=natural_order)
         x = [position[v] for v in part["value"]]
-        line = ax.errorbar(
-            x, part[f"{metric}_mean"], yerr=part[f"{metric}_std"].fillna(0), marker="o", capsize=3, label=ablation
+        colour = colours[ablation]
+        ax.errorbar(
+            x,
+            part[f"{metric}_mean"],
+            yerr=part[f"{metric}_std"].fillna(0),
+            marker="o",
+            capsize=3,
+            label=None if column == "ablation" else ablation,  # on an ablation axis the ticks name them
+            color=colour,
         )
-        colours[ablation] = line[0].get_color()
+        partial = part[part[f"{metric}_count"] < full]
+        for r in partial.itertuples():  # fewer seeds than the others: hollow, with its n
+            y = getattr(r, f"{metric}_mean")
+            ax.plot(position[r.value], y, "o", mfc="white", mec=colour, mew=1.5, ms=8, zorder=3)
+            n = int(getattr(r, f"{metric}_count"))
+            ax.annotate(
+                f"n={n}", (position[r.value], y), textcoords="offset points", xytext=(6, 6), fontsize=7, color=colour
+            )
     if diverged is not None and len(diverged):
         bottom = ax.get_ylim()[0]
         for i, r in enumerate(diverged.itertuples()):
@@ -92,7 +118,9 @@ def plot_against(
         ax.set_xticks(
             [position[v] for v in shown],
             [f"{v:g}" if numeric else str(v) for v in shown],
-            rotation=0 if numeric else 30,
+            rotation=0 if numeric else 35,
+            ha="center" if numeric else "right",
+            rotation_mode="anchor",
         )
         ax.xaxis.set_minor_locator(NullLocator())
     # else a sampled numeric range: matplotlib's own ticks (one per value would cost seconds per figure)
@@ -105,7 +133,10 @@ def _finish(fig, ax, column: str, metric: str, title: str, path: Path) -> None:
     ax.set_ylabel(f"{metric} ({'%' if metric.endswith('acc') else 'points'})")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(title="ablation", fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")  # never over the data
+    if ax.get_legend_handles_labels()[0]:  # never over the data
+        ax.legend(
+            title=None if column == "ablation" else "ablation", fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left"
+        )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -123,8 +154,9 @@ def diverged_table(frame: pd.DataFrame, column: str) -> pd.DataFrame:
 def plot_scatter(frame: pd.DataFrame, column: str, metric: str, path: Path, title: str, log: bool) -> None:
     """Each finished trial of a continuous search as a point (no averaging of unrelated samples)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    colours = colours_for(frame["ablation"])
     for ablation, part in frame.groupby("ablation"):
-        ax.scatter(pd.to_numeric(part[column]), part[metric], alpha=0.7, label=ablation)
+        ax.scatter(pd.to_numeric(part[column]), part[metric], alpha=0.7, label=ablation, color=colours[str(ablation)])
     if log:
         ax.set_xscale("log")
     _finish(fig, ax, column, metric, title, path)
@@ -145,17 +177,20 @@ def binned_table(
     return table.reset_index()
 
 
-def plot_task_curves(done: pd.DataFrame, tasks: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """Mean test ACC over the tasks learned so far against tasks learned, one line per ablation
-    (mean ± std over the finished seeds); returns the plotted table."""
+def plot_task_curves(
+    done: pd.DataFrame, tasks: pd.DataFrame, path: Path, order: list[str] | None = None
+) -> pd.DataFrame:
+    """Mean test ACC over the tasks learned so far against tasks learned, one line per ablation in its own
+    colour, legend in `order` (mean ± std over the finished seeds); returns the plotted table."""
     curve = results.acc_over_tasks(tasks[tasks["trial_id"].isin(done["trial_id"])])
     curve = curve.merge(done[["trial_id", "ablation"]], on="trial_id")
     table = curve.groupby(["ablation", "after_task"])["acc"].agg(["mean", "std", "count"]).reset_index()
-    groups = list(table.groupby("ablation"))
-    colours = plt.get_cmap("tab20" if len(groups) > 10 else "tab10")
+    rank = {a: i for i, a in enumerate(order or [])}
+    groups = sorted(table.groupby("ablation"), key=lambda g: (rank.get(g[0], len(rank)), g[0]))
+    colours = colours_for(table["ablation"])
     fig, ax = plt.subplots(figsize=(8, 4))
-    for k, (ablation, part) in enumerate(groups):
-        std, colour = part["std"].fillna(0), colours(k)
+    for ablation, part in groups:
+        std, colour = part["std"].fillna(0), colours[str(ablation)]
         ax.plot(part["after_task"], part["mean"], marker=".", label=ablation, color=colour)
         ax.fill_between(part["after_task"], part["mean"] - std, part["mean"] + std, alpha=0.15, color=colour)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -295,7 +330,7 @@ def write_report(spec: StudySpec) -> Path:
             for metric in ("val_acc", "test_acc", "val_bwt", "test_bwt"):
                 png = out / f"{metric}_vs_{name}.png"
                 title = f"{spec.name}: {metric} against {key} (mean ± std over seeds)"
-                plot_against(table, column, metric, png, title, diverged)
+                plot_against(table, column, metric, png, title, diverged, order=list(spec.ablations))
                 lines.append(f"![{metric} against {name}]({png.name})")
             if len(diverged):
                 div = diverged.rename(columns={"n": "diverged"})
@@ -318,7 +353,7 @@ def write_report(spec: StudySpec) -> Path:
         lines.append("")
     tasks = results.read_tasks(spec.store)
     if not spec.search and len(done) and not tasks.empty:
-        table = plot_task_curves(done, tasks, out / "acc_over_tasks.png")
+        table = plot_task_curves(done, tasks, out / "acc_over_tasks.png", order=list(spec.ablations))
         last = table.loc[table.groupby("ablation")["after_task"].idxmax()]
         lines += [
             "## Accuracy as tasks are learned",
