@@ -1,5 +1,6 @@
 """`best` ranks configurations by the mean over seeds, keeps numbers numeric, and gives the Pareto set
-of a multi-objective study (issue 14, item 3). The MLflow store is filled as the recorder fills it."""
+of a multi-objective study (issue 14, item 3). The MLflow store and trials.parquet are filled as the
+recorder fills them (`best` ranks from trials.parquet, `best --per-trial` asks MLflow)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import yaml
 from typer.testing import CliRunner
 
 from sweeper.cli import app
+from sweeper.running.launch import spec_text
+from sweeper.storage import results
 from sweeper.study.spec import parse_study
 from sweeper.tracking.recorder import TAG_ROLE, TAG_STUDY, TAG_TRIAL, study_experiment, tracking_client
 
@@ -28,6 +31,7 @@ def recorded_study(tmp_path, trials, objectives=None):
         raw.update({"searcher": "optuna", "objectives": objectives, "search": search})
     spec = parse_study(raw)
     spec.study_dir.mkdir(parents=True)
+    spec.store.write_text("study.yaml", spec_text(spec))
     client = tracking_client(spec.resolved_tracking_uri())
     exp = study_experiment(client, spec)
     for i, (ablation, lam, seed, metrics) in enumerate(trials):
@@ -37,6 +41,9 @@ def recorded_study(tmp_path, trials, objectives=None):
         for k, v in metrics.items():
             client.log_metric(run.info.run_id, f"final_{k}", v)
         client.set_terminated(run.info.run_id, "FINISHED")
+        row = {"trial_id": f"t{i}", "study": spec.name, "ablation": ablation, "seed": seed, "status": "FINISHED"}
+        row |= {"mlflow_run_id": run.info.run_id, "prune_flags": 0, "cfg.strategy.lam": float(lam), **metrics}
+        results.write_trial(spec.store, row)
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
