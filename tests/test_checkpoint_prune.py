@@ -82,3 +82,19 @@ def test_checkpoints_all_prunes_nothing_and_survives_pickling(tmp_path):
     assert len(kept(tmp_path, "t0")) == 5
     copy = pickle.loads(pickle.dumps(StateBackup(str(tmp_path), period_s=0.0, keep=2)))  # as in tuner.pkl
     assert isinstance(copy.pruner, CheckpointPruner) and copy.pruner.keep == 2 and not copy.pruner.waiting
+
+
+def test_trials_restored_finished_are_pruned_by_the_resumed_launch(tmp_path):
+    """A launch killed before its next whole copy left its finished trials unpruned: the resume (which
+    never reruns them, so never reports them finished) prunes them at its first whole copy."""
+    store = StudyStore(str(tmp_path))
+    done = trial_with_checkpoints(tmp_path, "t_done", 5)
+    done.status = "TERMINATED"
+    running = trial_with_checkpoints(tmp_path, "t_run", 5)
+    running.status = "PENDING"
+    store.write_bytes(STATE, tune_state({"t_done": "TERMINATED", "t_run": "RUNNING"}))
+    resumed = StateBackup(str(tmp_path), period_s=0.0, keep=2)
+    resumed.on_step_begin(0, [done, running])
+    resumed.on_step_end(0, [done, running])
+    assert kept(tmp_path, "t_done") == ["checkpoint_000003", "checkpoint_000004", "result.json"]
+    assert len(kept(tmp_path, "t_run")) == 6

@@ -102,12 +102,22 @@ class StateBackup(Callback):
         self.keep = keep
         self.pruner = CheckpointPruner(keep) if keep is not None else None
         self.last = 0.0
+        self.seen_restored = False
 
     def __getstate__(self) -> dict:
         return {"location": self.location, "period_s": self.period_s, "keep": self.keep}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["location"], state["period_s"], state.get("keep"))
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        """At a launch's first step, trials restored finished (a resume) wait for pruning too: a launch that
+        ended before its next whole copy left theirs (once per launch: one listing per finished trial)."""
+        if self.pruner is not None and not self.seen_restored:
+            self.seen_restored = True
+            for trial in trials:
+                if trial.status == "TERMINATED":
+                    self.pruner.finished(trial)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """A finished trial waits for the next whole copy that records it finished, then is pruned."""
