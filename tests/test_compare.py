@@ -85,3 +85,15 @@ def test_the_cli_prints_the_table_writes_the_figure_and_refuses_bad_options(tmp_
     assert bad_metric.exit_code == 2 and "--metric test_fid_mean: study cmp records" in bad_metric.output
     bad_ref = runner.invoke(app, ["compare", str(path), "--reference", "nope"])
     assert bad_ref.exit_code == 2 and "--reference nope: not an ablation of study cmp" in bad_ref.output
+
+
+def test_the_default_reference_is_the_first_group_that_finished_on_the_most_seeds(tmp_path):
+    lossy = [REFERENCE[0], None, None, None, None]  # first in the study's order, 4 of 5 seeds diverged
+    _, spec = study_with(tmp_path, {"a_lossy": lossy, "full": REFERENCE, "g": [v + 2 for v in REFERENCE]})
+    assert list(spec.ablations)[0] == "a_lossy"
+    rows = {r.group: r for r in compare(spec)}
+    assert {r.reference for r in rows.values()} == {"full"}
+    assert rows["g"].paired and rows["g"].n == 5 and rows["g"].verdict == "better"
+    assert rows["a_lossy"].diverged == 4 and rows["a_lossy"].n == 1
+    named = {r.group: r for r in compare(spec, reference="a_lossy")}  # a named reference is kept as named
+    assert named["full"].reference == "a_lossy" and not named["full"].paired

@@ -76,7 +76,9 @@ def compare(
     study: Path = typer.Argument(..., help="Study YAML."),
     by: str = typer.Option("ablation", "--by", help="Group trials by ablation or by method."),
     metric: str = typer.Option("test_acc", "--metric", help="The metric compared (selection stays on validation)."),
-    reference: str = typer.Option(None, "--reference", help="The group the others are compared to (default: first)."),
+    reference: str = typer.Option(
+        None, "--reference", help="The group the others are compared to (default: the first with the most seeds)."
+    ),
     as_json: bool = typer.Option(False, "--json"),
     storage: str = typer.Option(None, "--storage"),
     tracking_uri: str = typer.Option(None, "--tracking-uri"),

@@ -4,9 +4,11 @@ For every group its configuration is the one `best` would pick (the searched val
 validation objective); the compared metric (test accuracy by default: selection on validation, reporting on
 test) is then taken per seed. Where the group and the reference share seeds the difference is paired over
 those seeds (the seeds fix data order and initialisation, so pairing removes their shared variance);
-otherwise the two are compared unpaired (Welch). The interval is Student's t at 95 %; the verdict says
-`better` or `worse` when the interval excludes 0 and `no difference at this n` otherwise. Diverged runs of
-the chosen configuration are counted, never averaged in.
+otherwise the two are compared unpaired (Welch). The reference, unless named, is the first group (in the
+study's order) whose chosen configuration finished on the most seeds, so a reference that lost seeds to
+divergence does not turn every row into an unpaired n = 1 comparison. The interval is Student's t at
+95 %; the verdict says `better` or `worse` when the interval excludes 0 and `no difference at this n`
+otherwise. Diverged runs of the chosen configuration are counted, never averaged in.
 
 May import: `sweeper.storage.results`, `sweeper.study.spec`, numpy, pandas, scipy, matplotlib (figures only).
 """
@@ -80,14 +82,22 @@ def interval(values: np.ndarray, other: np.ndarray | None = None) -> tuple[float
         half = stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * values.std(ddof=1) / math.sqrt(n)
         return mean, mean - half, mean + half
     a, b = values, other
-    mean = float(a.mean() - b.mean())
-    if len(a) < 2 or len(b) < 2:
+    sd = (float(a.std(ddof=1)) if len(a) > 1 else 0.0, float(b.std(ddof=1)) if len(b) > 1 else 0.0)
+    return welch(float(a.mean()), sd[0], len(a), float(b.mean()), sd[1], len(b))
+
+
+def welch(mean_a: float, std_a: float, n_a: int, mean_b: float, std_b: float, n_b: int) -> tuple[float, float, float]:
+    """Welch's mean difference a − b and its 95 % t-interval from each side's mean, sample std and n."""
+    from scipy import stats
+
+    mean = mean_a - mean_b
+    if n_a < 2 or n_b < 2:
         return mean, -math.inf, math.inf
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    va, vb = std_a**2 / n_a, std_b**2 / n_b
     se = math.sqrt(va + vb)
     if se == 0:
         return mean, mean, mean
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    df = (va + vb) ** 2 / (va**2 / (n_a - 1) + vb**2 / (n_b - 1))
     half = stats.t.ppf(0.5 + CONFIDENCE / 2, df) * se
     return mean, mean - half, mean + half
 
@@ -98,6 +108,20 @@ def verdict(low: float, high: float, metric: str) -> str:
         up = low > 0
         return "better" if up != lower_is_better(metric) else "worse"
     return "no difference at this n"
+
+
+def finished_seeds(rows: pd.DataFrame, metric: str) -> int:
+    """How many distinct seeds of `rows` finished with `metric` recorded."""
+    done = rows[rows["status"] == "FINISHED"].dropna(subset=[metric])
+    return int(done["seed"].nunique())
+
+
+def default_reference(
+    frame: pd.DataFrame, spec: StudySpec, column: str, groups: list, metric: str, objective: str
+) -> str:
+    """The first group (study order) whose chosen configuration finished on the most seeds."""
+    counts = [finished_seeds(chosen_rows(frame, spec, column, g, objective), metric) for g in groups]
+    return groups[counts.index(max(counts))]
 
 
 def compare(
@@ -116,13 +140,13 @@ def compare(
     groups = list(dict.fromkeys(frame[column].dropna()))
     ordered = [g for g in (spec.ablations if by == "ablation" else []) if g in groups]
     groups = ordered + [g for g in groups if g not in ordered]
-    reference = reference or groups[0]
-    if reference not in groups:
+    objective = spec.objectives[0].metric
+    if reference is not None and reference not in groups:
         raise QueryError(
             f"--reference {reference}: not a{'n' if by == 'ablation' else ''} {by} of study "
             f"{spec.name} ({', '.join(map(str, groups))})"
         )
-    objective = spec.objectives[0].metric
+    reference = reference or default_reference(frame, spec, column, groups, metric, objective)
     ref_rows = chosen_rows(frame, spec, column, reference, objective)
     ref_done = ref_rows[ref_rows["status"] == "FINISHED"].dropna(subset=[metric]).set_index("seed")[metric]
     out = []
