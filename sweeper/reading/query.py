@@ -13,7 +13,13 @@ import yaml
 from anpyc_core.config import apply_overrides, parse_override, validate_config
 from sweeper.storage import results
 from sweeper.study.spec import QueryError, StudySpec
-from sweeper.tracking.mlflow_store import TAG_ROLE, TAG_STUDY, TAG_TRIAL, all_runs, tracking_client
+from sweeper.tracking.mlflow_store import (
+    TAG_ROLE,
+    TAG_STUDY,
+    TAG_TRIAL,
+    tracking_client,
+    trial_run_counts,
+)
 
 
 def read_client(uri: str, what: str):
@@ -188,8 +194,7 @@ def study_status(spec: StudySpec) -> dict:
     try:
         client = read_client(spec.resolved_tracking_uri(), f"study {spec.name}")
         exp_id = study_experiment_id(client, spec)
-        for run in all_runs(client, exp_id, f"tags.{TAG_ROLE} = 'trial'"):
-            mlflow_counts[run.info.status] = mlflow_counts.get(run.info.status, 0) + 1
+        mlflow_counts = trial_run_counts(client, exp_id)
     except QueryError:
         pass  # no MLflow record yet: the Parquet counts are all there is
     except RuntimeError as err:  # a corrupt or unreachable tracking store is named, not hidden as {}
