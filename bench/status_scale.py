@@ -92,7 +92,7 @@ def main() -> None:
     lines = [
         "### `status` and `best` as a study grows (bench/status_scale.py)",
         "",
-        f"Command: `python bench/status_scale.py {' '.join(sys.argv[1:])}`".replace(" `", "`", 0),
+        f"Command: `{' '.join(['python bench/status_scale.py', *sys.argv[1:]])}`",
         "Machine: 2 CPU cores, no GPU; MLflow on SQLite in the study's folder. The MLflow tally `status` prints,",
         "in-process on the same store: one GROUP BY against the paged search it replaced; then the command-line",
         "verbs in a fresh process (about 3 s of that is importing MLflow and pandas).",
