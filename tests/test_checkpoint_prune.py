@@ -39,7 +39,8 @@ def kept(root, name: str) -> list[str]:
 
 
 def test_terminated_in_reads_each_wanted_trials_status():
-    state = tune_state({"a_00000": "TERMINATED", "a_00001": "RUNNING", "a_00002": "TERMINATED", "a_00003": "ERROR"})
+    statuses = {"a_00000": "TERMINATED", "a_00001": "RUNNING", "a_00002": "TERMINATED", "a_00003": "ERROR"}
+    state = json.loads(tune_state(statuses))
     assert terminated_in(state, {"a_00000", "a_00001", "a_00003"}) == {"a_00000"}
     assert terminated_in(state, set()) == set()
 

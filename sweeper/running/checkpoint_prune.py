@@ -27,12 +27,12 @@ CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)$")
 TRIAL_ID_KEY = '"trial_id": "'
 
 
-def terminated_in(state: bytes, wanted: set[str]) -> set[str]:
-    """The trial ids among `wanted` that Tune's experiment state `state` records as TERMINATED."""
+def terminated_in(state: dict, wanted: set[str]) -> set[str]:
+    """The trial ids among `wanted` that Tune's experiment state `state` (parsed) records as TERMINATED."""
     found: set[str] = set()
     if not wanted:
         return found
-    for entry in json.loads(state).get("trial_data", []):
+    for entry in state.get("trial_data", []):
         text = entry[0] if isinstance(entry, list | tuple) else entry
         start = text.find(TRIAL_ID_KEY)
         if start < 0:
@@ -71,7 +71,7 @@ class CheckpointPruner:
         storage = trial.storage
         self.waiting[trial.trial_id] = (storage.storage_filesystem, storage.trial_fs_path)
 
-    def confirmed(self, state: bytes) -> int:
+    def confirmed(self, state: dict) -> int:
         """Prune every waiting trial that the whole snapshot `state` records as finished; folders deleted."""
         deleted = 0
         for trial_id in terminated_in(state, set(self.waiting)):

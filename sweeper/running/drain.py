@@ -25,22 +25,30 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 #: set by SIGUSR1: the running launch stops at its trials' task boundaries
 DRAIN = threading.Event()
-#: Tune's own interrupt (what Ctrl-C does), kept when `DrainOnSignal` takes SIGUSR1 over
-_tune_interrupt: list[Callable] = []
-#: whether the last launch in this process ended by stopping at task boundaries
-_last_drained: list[bool] = [False]
+
+
+class _Shared:
+    """What the signal handler, the callback and the CLI share within this process."""
+
+    #: Tune's own interrupt (what Ctrl-C does), kept when `DrainOnSignal` takes SIGUSR1 over
+    tune_interrupt: Callable | None = None
+    #: whether the last launch in this process ended by stopping at task boundaries
+    last_drained: bool = False
+
+
+_SHARED = _Shared()
 
 
 def last_launch_drained() -> bool:
     """Whether the last launch in this process stopped at its trials' task boundaries (SIGUSR1)."""
-    return _last_drained[0]
+    return _SHARED.last_drained
 
 
 def request_drain(signum: int | None = None, frame: Any = None) -> None:
     """The SIGUSR1 handler: the first asks for a stop at task boundaries, a second for a stop now."""
-    if DRAIN.is_set() and _tune_interrupt:
+    if DRAIN.is_set() and _SHARED.tune_interrupt is not None:
         print("SIGUSR1 again: stopping now; running trials redo their current task on --resume", file=sys.stderr)
-        _tune_interrupt[0](signum, frame)
+        _SHARED.tune_interrupt(signum, frame)
         return
     DRAIN.set()
     print(
@@ -52,8 +60,8 @@ def request_drain(signum: int | None = None, frame: Any = None) -> None:
 
 def end_run() -> None:
     """End the running launch as Ctrl-C does: Tune saves its state and returns."""
-    if _tune_interrupt:
-        _tune_interrupt[0](signal.SIGUSR1, None)
+    if _SHARED.tune_interrupt is not None:
+        _SHARED.tune_interrupt(signal.SIGUSR1, None)
     else:  # Tune set no handler of its own (not the main thread): its SIGINT handling is all there is
         os.kill(os.getpid(), signal.SIGINT)
 
@@ -165,10 +173,10 @@ class DrainOnSignal(Callback):
             return  # signals are the main thread's: Tune then has no handler to replace either
         previous = signal.getsignal(signal.SIGUSR1)
         if callable(previous) and previous is not request_drain:
-            _tune_interrupt[:] = [previous]
+            _SHARED.tune_interrupt = previous
         signal.signal(signal.SIGUSR1, request_drain)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """The stop asked for is done: a next launch in this process starts undrained."""
-        _last_drained[0] = DRAIN.is_set()
+        _SHARED.last_drained = DRAIN.is_set()
         DRAIN.clear()

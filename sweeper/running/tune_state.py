@@ -29,18 +29,23 @@ STATE_PREFIX = "experiment_state-"
 MIN_BACKUP_PERIOD_S = 30.0
 
 
-def readable(data: bytes) -> bool:
-    """Whether a Tune state file reads back whole: JSON (the experiment state) or a pickle (searchers)."""
+def read_back(data: bytes) -> tuple[bool, Any]:
+    """Whether a Tune state file reads back whole (JSON: the experiment state; or a pickle: searchers), and
+    the parsed JSON (None for a pickle), so that a reader of the state need not parse it again."""
     try:
-        json.loads(data)
-        return True
+        return True, json.loads(data)
     except (UnicodeDecodeError, ValueError):
         pass
     try:
         pickle.loads(data)  # noqa: S301 - the study's own file, written by its own driver
-        return True
+        return True, None
     except Exception:  # noqa: BLE001 - any failure to unpickle means: torn
-        return False
+        return False, None
+
+
+def readable(data: bytes) -> bool:
+    """Whether a Tune state file reads back whole."""
+    return read_back(data)[0]
 
 
 def state_files(store: StudyStore, folder: str) -> list[str]:
@@ -53,19 +58,20 @@ def state_files(store: StudyStore, folder: str) -> list[str]:
     return [states[0]] + sorted(n for n in names if stamp in n and n != states[0])
 
 
-def backup(store: StudyStore) -> bytes | None:
+def backup(store: StudyStore) -> dict | None:
     """Copy the newest state files into GOOD_DIR if every one of them reads back whole; the experiment
-    state copied (Tune's JSON), or None if nothing was."""
+    state copied (Tune's JSON, parsed), or None if nothing was."""
     names = state_files(store, TUNE_DIR)
     contents = {name: store.read_bytes(f"{TUNE_DIR}/{name}") for name in names}
-    if not contents or not all(readable(data) for data in contents.values()):
+    parsed = {name: read_back(data) for name, data in contents.items()}
+    if not contents or not all(whole for whole, _ in parsed.values()):
         return None  # torn or half-written just now: keep the previous good copy
     for name, data in contents.items():
         store.write_bytes(f"{GOOD_DIR}/{name}", data)
     for old in store.list_files(GOOD_DIR, recursive=False):
         if old.rpartition("/")[2] not in contents:
             store.delete(old)
-    return contents[names[0]]
+    return parsed[names[0]][1]
 
 
 def repair(store: StudyStore) -> str | None:
