@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-e2e lint bench clean cluster-e2e
+.PHONY: setup demo test test-e2e lint bench clean cluster-e2e results
 
 setup: $(VENV)/.installed
 
@@ -36,6 +36,11 @@ test-e2e: setup
 
 cluster-e2e: setup  # ray up -> job submit -> queries from outside -> ray down, on loopback (root, sshd)
 	$(BIN)/pytest -q -s tests/cluster
+
+# every stored study's report, figures and docs/RESULTS.md section again, then the claims table (no training;
+# STORAGE=/path/to/stores when they are not in studies_out)
+results: setup
+	STORAGE=$${STORAGE:-studies_out} studies/run_all.sh --report-only
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,11 +1,36 @@
 #!/usr/bin/env bash
 # Run (or resume) every paper study in order, then write each study's report.
 # Usage: studies/run_all.sh [STUDY_NAME ...]   (default: all, cheapest first)
+#        studies/run_all.sh --report-only [STUDY_NAME ...]   (`make results`: no training; every study with a
+#          store in $STORAGE (default: all of them) gets its report, figures and docs/RESULTS.md section again,
+#          then the claims table)
 # Interrupt it at any time: the next call resumes each study where it stopped (--resume).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 STORAGE=${STORAGE:-studies_out}
+if [ "${1:-}" = --report-only ]; then
+  shift
+  names=("$@")
+  if [ ${#names[@]} -eq 0 ]; then
+    for yaml in studies/*.yaml; do names+=("$(basename "$yaml" .yaml)"); done
+  fi
+  done_any=0
+  for name in "${names[@]}"; do
+    [ -f "studies/$name.yaml" ] || { echo "run_all: no study file studies/$name.yaml" >&2; exit 2; }
+    if [ ! -f "$STORAGE/$name/study.yaml" ]; then
+      echo "run_all: $name: no store in $STORAGE (launch it first); its section is left as it was" >&2
+      continue
+    fi
+    "$BIN/anpyc-sweep" report "studies/$name.yaml" --storage "$STORAGE"
+    case $name in section5_analyses|fig10_drift) "$BIN/anpyc-sweep" analyze "studies/$name.yaml" --storage "$STORAGE" ;; esac
+    "$BIN/python" bench/paper_results.py "$name" --storage "$STORAGE"
+    done_any=1
+  done
+  "$BIN/python" bench/claims_table.py
+  [ $done_any = 1 ] || echo "run_all: no study of this list has a store in $STORAGE" >&2
+  exit 0
+fi
 studies=("$@")
 [ ${#studies[@]} -gt 0 ] || studies=(table1_split_lambda table1_split_update table1_split fig8b_lambda fig8c_beta
   section5_analyses table2_permuted
