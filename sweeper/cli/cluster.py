@@ -169,7 +169,7 @@ def slurm_submit(
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
         try:
-            cluster.test_only(tmp)  # Slurm's own verdict (account, limits) before anything is queued
+            cluster.test_only(tmp, account)  # Slurm's own verdict (account, limits) before anything is queued
             os.replace(tmp, script)
         finally:
             Path(tmp).unlink(missing_ok=True)

@@ -68,9 +68,19 @@ def jobs_of(study: str) -> list[tuple[str, str]]:
     return [tuple(line.split()[:2]) for line in out.splitlines() if line.strip()]
 
 
-def test_only(script: str) -> None:
-    """`sbatch --test-only`: Slurm's own verdict on the script (account, partition, limits), nothing submitted."""
-    run("sbatch", "--test-only", script)
+def test_only(script: str, account: str | None = None) -> None:
+    """`sbatch --test-only`: Slurm's own verdict on the script (account, partition, limits), nothing submitted;
+    a refused `account` is named as the option the user gave."""
+    try:
+        run("sbatch", "--test-only", script)
+    except SlurmError as err:
+        if account is not None and "account" in str(err).lower():
+            reason = str(err).partition(": ")[2]
+            raise SlurmError(
+                f"--account {account}: Slurm refuses it ({reason}); `sacctmgr show associations user=$USER` "
+                "lists the accounts you may charge"
+            ) from None
+        raise
 
 
 def submit(script: str) -> str:

@@ -1,4 +1,5 @@
-"""A real Slurm cluster on this one machine: munged, slurmctld and two slurmd "nodes".
+"""A real Slurm cluster on this one machine: munged, slurmctld and two slurmd "nodes" (and, with
+`accounting=True`, slurmdbd on a private MariaDB, so accounts are enforced as on a real cluster).
 
 Each slurmd runs in its own PID + mount + UTS namespace (`unshare`) with its own hostname (n1, n2), its
 own 127.0.0.x address (NodeAddr) and its own port, so Slurm sees two machines; a small Python init
@@ -50,10 +51,25 @@ def missing_requirements() -> str | None:
     return None
 
 
+def missing_accounting() -> str | None:
+    """Why this machine cannot run the cluster with accounting (slurmdbd on MariaDB), or None."""
+    for tool in ("slurmdbd", "mariadbd", "mariadb-install-db", "mariadb", "sacctmgr"):
+        if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
+            return f"needs {tool} (apt-get install slurmdbd mariadb-server)"
+    return missing_requirements()
+
+
+#: the accounts the accounting cluster knows: root may charge `good`, nothing else
+ACCOUNT = "good"
+
+
 class SlurmCluster:
     """munged + slurmctld + two slurmd nodes, configured in a private folder; `env` points clients at it."""
 
-    def __init__(self) -> None:
+    def __init__(self, accounting: bool = False) -> None:
+        self.accounting = accounting
+        self.mariadb: subprocess.Popen | None = None
+        self.slurmdbd: subprocess.Popen | None = None
         self.base = Path(tempfile.mkdtemp(prefix="anpyc-slurm-"))
         self.base.chmod(0o755)  # munged (user munge) must reach its socket folder
         self.conf = self.base / "slurm.conf"
@@ -70,6 +86,8 @@ class SlurmCluster:
             self._write_conf()
             for folder in ("state", "log", "spool"):
                 (self.base / folder).mkdir()
+            if self.accounting:
+                self._start_accounting()
             self.slurmctld = subprocess.Popen(
                 ["slurmctld", "-D", "-i"], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
             )
@@ -112,6 +130,49 @@ class SlurmCluster:
         )
         self.munged_pid = int((folder / "munged.pid").read_text())
 
+    def _start_accounting(self) -> None:
+        """A private MariaDB (root, loopback, its own port and socket), slurmdbd on it, and the cluster, the
+        account `good` and user root registered, before slurmctld starts."""
+        b, db = self.base, self.base / "mariadb"
+        db.mkdir()
+        subprocess.run(
+            ["mariadb-install-db", "--no-defaults", "--user=root", f"--datadir={db}", "--skip-test-db"]
+            + ["--auth-root-authentication-method=socket"],
+            check=True,
+            capture_output=True,
+        )
+        sock = b / "mariadb.sock"
+        self.mariadb = subprocess.Popen(
+            ["mariadbd", "--no-defaults", "--user=root", f"--datadir={db}", f"--socket={sock}"]
+            + [f"--port={self.db_port}", "--bind-address=127.0.0.1", f"--pid-file={b}/mariadb.pid"]
+            + [f"--log-error={b}/log/mariadb.err"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        sql = ["mariadb", "--no-defaults", "-S", str(sock), "-u", "root", "-e"]
+        wait_for(lambda: subprocess.run([*sql, "select 1"], capture_output=True).returncode == 0, 60, "mariadb")
+        user = "'slurm'@'127.0.0.1'"
+        grant = f"CREATE USER {user} IDENTIFIED BY 'slurm'; GRANT ALL ON slurm_acct_db.* TO {user};"
+        subprocess.run([*sql, grant], check=True, capture_output=True)
+        conf = b / "slurmdbd.conf"  # slurmdbd reads it beside slurm.conf; it holds a password: mode 600
+        conf.write_text(
+            "\n".join(
+                ["AuthType=auth/munge", f"AuthInfo=socket={self.socket}", "DbdHost=localhost", "DbdAddr=127.0.0.1"]
+                + [f"DbdPort={self.dbd_port}", "SlurmUser=root", "StorageType=accounting_storage/mysql"]
+                + ["StorageHost=127.0.0.1", f"StoragePort={self.db_port}", "StorageUser=slurm", "StoragePass=slurm"]
+                + ["StorageLoc=slurm_acct_db", f"PidFile={b}/slurmdbd.pid", f"LogFile={b}/log/slurmdbd.log"]
+            )
+            + "\n"
+        )
+        conf.chmod(0o600)
+        self.slurmdbd = subprocess.Popen(
+            ["slurmdbd", "-D"], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+        wait_for(lambda: self.run("sacctmgr", "--noheader", "show", "cluster").returncode == 0, 60, "slurmdbd")
+        for command in (["cluster", "anpyc-test"], ["account", ACCOUNT], ["user", "root", f"account={ACCOUNT}"]):
+            done = self.run("sacctmgr", "--immediate", "add", *command)
+            assert done.returncode == 0, done.stderr
+
     def _write_conf(self) -> None:
         b = self.base
         node_ports = {name: free_port() for name in NODES}
@@ -140,7 +201,7 @@ class SlurmCluster:
             "SelectType=select/cons_tres",
             "SelectTypeParameters=CR_CPU",
             "JobCompType=jobcomp/none",
-            "AccountingStorageType=accounting_storage/none",
+            *self._accounting_lines(),
             "JobAcctGatherType=jobacct_gather/none",
             "MinJobAge=600",
             "KillWait=15",
@@ -153,6 +214,19 @@ class SlurmCluster:
             )
         lines.append(f"PartitionName=debug Nodes={','.join(NODES)} Default=YES MaxTime=INFINITE State=UP")
         self.conf.write_text("\n".join(lines) + "\n")
+
+    def _accounting_lines(self) -> list[str]:
+        """slurm.conf's accounting: none, or slurmdbd enforcing associations (an account must exist)."""
+        if not self.accounting:
+            return ["AccountingStorageType=accounting_storage/none"]
+        self.db_port, self.dbd_port = free_port(), free_port()
+        return [
+            "AccountingStorageType=accounting_storage/slurmdbd",
+            "AccountingStorageHost=127.0.0.1",
+            f"AccountingStoragePort={self.dbd_port}",
+            f"AccountingStoragePass={self.socket}",  # for slurmdbd: the munge socket to authenticate with
+            "AccountingStorageEnforce=associations",
+        ]
 
     # ------------------------------------------------------------------ use
     def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -187,6 +261,14 @@ class SlurmCluster:
             except subprocess.TimeoutExpired:
                 self.slurmctld.kill()
                 self.slurmctld.wait()
+        for proc in (self.slurmdbd, self.mariadb):  # slurmdbd before the database it writes to
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
         if self.munged_pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.munged_pid, signal.SIGTERM)
