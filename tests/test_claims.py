@@ -113,3 +113,13 @@ def test_the_projects_claims_file_reads_against_its_results():
     claims = yaml.safe_load((root / "docs" / "claims.yaml").read_text())
     rows = claims_table(claims, (root / "docs" / "RESULTS.md").read_text())
     assert len(rows) == len(claims) + 2
+
+
+def test_not_lower_is_a_loss_no_larger_than_the_margin():
+    same_or_better = claim("Fig. Y", ("full", "full", "not_lower", "4.0"))
+    same_or_better["comparisons"][0]["b"]["column"] = "1.0"  # 70.20 ± 0.40 against 70.00 ± 0.50, n = 3
+    same_or_better["comparisons"][0]["margin"] = 2.0
+    assert evaluate(same_or_better, DOC)[1] == "holds"
+    worse = claim("Table X", ("rival", "ours", "not_lower"))  # 10 points below, interval far from −2
+    worse["comparisons"][0]["margin"] = 2.0
+    assert evaluate(worse, DOC)[1] == "does not hold"

@@ -3,14 +3,15 @@
 A claim (one entry of `docs/claims.yaml`) names the paper's statement and number, the section of the
 results document that holds ours (a heading, matched by its start), and the comparisons that decide it:
 `a` and `b` are table cells of that section addressed by row label and column header, `expect` is
-`higher`, `lower` or `same` (within ±`margin`). Each comparison is Welch's mean difference a − b with its
-95 % t-interval from the two cells' mean, std and n (the cells are what the study generators wrote from
-the studies' stores: `12.3 ± 1.0 (3)`, or a table with an `n` column); a cell without std or n gives the
-difference without an interval. A comparison *supports* the claim when its interval lies on the expected
-side of 0 (`same`: within ±margin), *contradicts* it when it lies on the other side, and is
-*inconclusive* otherwise. The claim **holds** when every comparison supports it, **does not hold** when
-one contradicts it and none supports it, **mixed** when some support and others contradict it, and is
-**not shown at this n** otherwise. Claims not run say why and name the command that runs them.
+`higher`, `lower`, `same` (within ±`margin`) or `not_lower` (a − b above −`margin`). Each comparison is
+Welch's mean difference a − b with its 95 % t-interval from the two cells' mean, std and n (the cells are
+what the study generators wrote from the studies' stores: `12.3 ± 1.0 (3)`, or a table with an `n`
+column); a cell without std or n gives the difference without an interval. A comparison *supports* the
+claim when its interval lies on the expected side of 0 (`same`: within ±margin; `not_lower`: above
+−margin), *contradicts* it when it lies on the other side, and is *inconclusive* otherwise. The claim
+**holds** when every comparison supports it, **does not hold** when one contradicts it and none supports
+it, **mixed** when some support and others contradict it, and is **not shown at this n** otherwise.
+Claims not run say why and name the command that runs them.
 
 May import: `sweeper.reading.compare` (the interval), re, math, dataclasses. Never Ray, MLflow or torch.
 """
@@ -139,6 +140,8 @@ def judge(label: str, a: Cell | None, b: Cell | None, expect: str, margin: float
     if expect == "same":
         word = "supports" if -margin <= low and high <= margin else "inconclusive"
         word = "contradicts" if low > 0 or high < 0 else word
+    elif expect == "not_lower":  # no loss beyond the margin (a compression that keeps its accuracy)
+        word = "supports" if low > -margin else "contradicts" if high < -margin else "inconclusive"
     elif low > 0 or high < 0:
         word = "supports" if (low > 0) == (expect == "higher") else "contradicts"
     else:
