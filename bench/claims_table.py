@@ -30,9 +30,9 @@ INTRO = [
     "and distances in their own units) with Welch's 95 % t-interval from the two cells' mean, std and n, so a",
     "3-seed comparison needs a gap of several stds to decide anything (paired intervals over shared seeds,",
     "which are tighter, come from `anpyc-sweep compare STUDY` where the store is at hand). **holds**: every",
-    "comparison on the paper's side of 0; **does not hold**: one on the other side, none on the paper's;",
-    "**mixed**: both; **not shown at this n**: no interval excludes 0. Scales are ours (the paper: MNIST,",
-    "10 seeds, full training).",
+    "comparison on the paper's side of 0 (a claim of no effect or no loss: inside its stated margin);",
+    "**does not hold**: one on the other side, none on the paper's; **mixed**: both; **not shown at this",
+    "n**: no comparison decided. Scales are ours (the paper: MNIST, 10 seeds, full training).",
     "",
 ]
 
