@@ -2,7 +2,7 @@
 
     python bench/paper_results.py [--storage studies_out] [STUDY ...]
 
-Reads each study's trials.parquet (and report/analysis.md for section5_analyses), copies the PNGs
+Reads each study's trials.parquet (and report/analysis.md for the studies in ANALYSED), copies the PNGs
 that `anpyc-sweep report` / `analyze` wrote into docs/results/<study>/, and replaces the study's
 section of docs/RESULTS.md. A study still running is shown with what has finished so far.
 """
@@ -108,6 +108,8 @@ CNN_REDUCED = (
     "--set data.train_samples=1000 --set data.test_samples=500 --set model.arch=lenet --set optim.epochs=4 "
     "--set optim.patience=2 --set optim.lr=0.05 --set strategy.importance_samples=1000"
 )
+#: the studies `anpyc-sweep analyze` reads (Section V: Figs. 9, 10, 7a); studies/run_all.sh names the same
+ANALYSED = ("section5_analyses", "fig10_drift")
 #: the VGG-9 studies (issue 28) at the scale that fits this 2-core machine
 VGG9_REDUCED = (
     "--set data.num_tasks=3 --set data.train_samples=500 --set data.test_samples=500 --set optim.epochs=3 "
@@ -416,7 +418,7 @@ def study_section(name: str, storage: str) -> list[str] | None:
         lines += [
             f"Commands: `studies/run_all.sh {name}` (= `anpyc-sweep launch studies/{name}.yaml`, "
             f"`--resume` after an interruption, then `anpyc-sweep report`"
-            + (", `anpyc-sweep analyze`" if name in ("section5_analyses", "fig10_drift") else "")
+            + (", `anpyc-sweep analyze`" if name in ANALYSED else "")
             + f"); then `python bench/paper_results.py {name}"
             + (f" --storage {storage}" if storage != "studies_out" else "")
             + "`.",
@@ -430,7 +432,7 @@ def study_section(name: str, storage: str) -> list[str] | None:
         lines += [f"Paper: {PAPER_CLAIMS[name]}", ""]
     if name in FINDINGS:
         lines += [FINDINGS[name], ""]
-    if name in ("section5_analyses", "fig10_drift"):
+    if name in ANALYSED:
         lines += [
             "Definitions (`sweeper/analysis.py`): Fig. 9 uses Ω after task 1 (all trunk weights and biases, "
             "min-max normalised per trial; kurtosis is excess kurtosis). Fig. 10 compares each trunk weight "

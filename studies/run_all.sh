@@ -9,6 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 STORAGE=${STORAGE:-studies_out}
+# the studies read by `anpyc-sweep analyze` (Section V: Figs. 9, 10, 7a), in both modes below
+ANALYSED=" section5_analyses fig10_drift "
+analyze_if_needed() { case $ANALYSED in *" $1 "*) "$BIN/anpyc-sweep" analyze "studies/$1.yaml" --storage "$STORAGE" ;; esac; }
 if [ "${1:-}" = --report-only ]; then
   shift
   names=("$@")
@@ -23,7 +26,7 @@ if [ "${1:-}" = --report-only ]; then
       continue
     fi
     "$BIN/anpyc-sweep" report "studies/$name.yaml" --storage "$STORAGE"
-    case $name in section5_analyses|fig10_drift) "$BIN/anpyc-sweep" analyze "studies/$name.yaml" --storage "$STORAGE" ;; esac
+    analyze_if_needed "$name"
     "$BIN/python" bench/paper_results.py "$name" --storage "$STORAGE"
     done_any=1
   done
@@ -46,6 +49,6 @@ for name in "${studies[@]}"; do
     "$BIN/anpyc-sweep" launch "$yaml" --storage "$STORAGE"
   fi
   "$BIN/anpyc-sweep" report "$yaml" --storage "$STORAGE"
-  if [ "$name" = section5_analyses ]; then "$BIN/anpyc-sweep" analyze "$yaml" --storage "$STORAGE"; fi
+  analyze_if_needed "$name"
   echo "run_all: $name finished this call in $(( $(date +%s) - start )) s" >&2
 done
