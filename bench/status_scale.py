@@ -25,18 +25,10 @@ from study_scale import prepopulate_mlflow, prepopulate_parquet, study_raw
 
 from sweeper.reading.query import study_experiment_id
 from sweeper.study.spec import parse_study
-from sweeper.tracking.mlflow_store import TAG_ROLE, all_runs, tracking_client, trial_run_counts
+from sweeper.tracking.mlflow_store import searched_trial_run_counts, tracking_client, trial_run_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def paged_count(client, exp_id: str) -> dict[str, int]:
-    """The tally as `status` made it before: every trial run fetched, counted in Python."""
-    counts: dict[str, int] = {}
-    for run in all_runs(client, exp_id, f"tags.{TAG_ROLE} = 'trial'"):
-        counts[run.info.status] = counts.get(run.info.status, 0) + 1
-    return counts
 
 
 def best_of(fn, repeats: int = 3) -> tuple[float, object]:
@@ -62,7 +54,7 @@ def measure(n: int, work: Path) -> dict:
     client = tracking_client(raw["tracking_uri"], create=False)
     exp_id = study_experiment_id(client, spec)
     grouped_s, grouped = best_of(lambda: trial_run_counts(client, exp_id))
-    paged_s, paged = best_of(lambda: paged_count(client, exp_id), repeats=1)
+    paged_s, paged = best_of(lambda: searched_trial_run_counts(client, exp_id), repeats=1)
     if grouped != paged:
         raise SystemExit(f"{n} trials: GROUP BY {grouped} differs from the paged search {paged}")
     study_file = work / f"{name}.yaml"

@@ -116,12 +116,11 @@ def finished_seeds(rows: pd.DataFrame, metric: str) -> int:
     return int(done["seed"].nunique())
 
 
-def default_reference(
-    frame: pd.DataFrame, spec: StudySpec, column: str, groups: list, metric: str, objective: str
-) -> str:
-    """The first group (study order) whose chosen configuration finished on the most seeds."""
-    counts = [finished_seeds(chosen_rows(frame, spec, column, g, objective), metric) for g in groups]
-    return groups[counts.index(max(counts))]
+def default_reference(chosen: dict[str, pd.DataFrame], metric: str) -> str:
+    """The first group (study order) whose chosen configuration (`chosen`: group -> rows) finished on the
+    most seeds."""
+    counts = {group: finished_seeds(rows, metric) for group, rows in chosen.items()}
+    return max(counts, key=counts.__getitem__)  # the first of equal counts, in the study's order
 
 
 def compare(
@@ -146,14 +145,15 @@ def compare(
             f"--reference {reference}: not a{'n' if by == 'ablation' else ''} {by} of study "
             f"{spec.name} ({', '.join(map(str, groups))})"
         )
-    reference = reference or default_reference(frame, spec, column, groups, metric, objective)
-    ref_rows = chosen_rows(frame, spec, column, reference, objective)
+    chosen = {group: chosen_rows(frame, spec, column, group, objective) for group in groups}
+    reference = reference or default_reference(chosen, metric)
+    ref_rows = chosen[reference]
     ref_done = ref_rows[ref_rows["status"] == "FINISHED"].dropna(subset=[metric]).set_index("seed")[metric]
     out = []
     for group in groups:
         if group == reference:
             continue
-        rows = chosen_rows(frame, spec, column, group, objective)
+        rows = chosen[group]
         diverged = int((rows["status"] == "DIVERGED").sum())
         done = rows[rows["status"] == "FINISHED"].dropna(subset=[metric]).set_index("seed")[metric]
         shared = sorted(set(done.index) & set(ref_done.index))

@@ -176,6 +176,11 @@ def trial_run_counts(client: MlflowClient, exp_id: str) -> dict[str, int]:
                 .all()
             )
         return {str(status): int(n) for status, n in rows}
+    return searched_trial_run_counts(client, exp_id)
+
+
+def searched_trial_run_counts(client: MlflowClient, exp_id: str) -> dict[str, int]:
+    """The same tally by a paged search of every trial run (any store; grows with the study)."""
     counts: dict[str, int] = {}
     for run in all_runs(client, exp_id, f"tags.{TAG_ROLE} = 'trial'"):
         counts[run.info.status] = counts.get(run.info.status, 0) + 1
