@@ -31,6 +31,7 @@ from sweeper.running.checks import (
 )
 from sweeper.running.drain import DrainOnSignal, with_drain
 from sweeper.running.packed_trainable import train_pack
+from sweeper.running.result_slim import SlimRecorded
 from sweeper.running.search import (
     packs,
     param_space,
@@ -46,7 +47,7 @@ from sweeper.running.study_data import (
     shape_configs,
 )
 from sweeper.running.trainable import train_trial
-from sweeper.running.tune_state import TUNE_DIR, StateBackup, repair
+from sweeper.running.tune_state import TUNE_DIR, StateBackup, repair, saved_trial_count
 from sweeper.storage import results
 from sweeper.storage.store import StorageError
 from sweeper.study.packs import pack_groups, resolve_pack_size
@@ -159,7 +160,8 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, 
     )
     backup = StateBackup(spec.tune_storage, 10.0 * snapshot_period(spec.trial_count()), kept_checkpoints(spec))
     callbacks = [StudyRecorder(spec, spec_yaml), backup, DrainOnSignal()]  # a restored Tuner brings its own copy
-    progress = [] if verbose else [ProgressLine(spec, spec.trial_count(), prior=results.read_trials(spec.store))]
+    per_launch = [] if verbose else [ProgressLine(spec, spec.trial_count(), prior=results.read_trials(spec.store))]
+    per_launch.append(SlimRecorded([o.metric for o in spec.objectives]))  # last: every reader of a result is before it
     if resume:
         try:
             repaired = repair(spec.store)
@@ -167,7 +169,9 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, 
             raise StudyError(str(err)) from None
         if repaired:
             print(repaired, file=sys.stderr, flush=True)
-    if resume and tune.Tuner.can_restore(exp_dir):
+    # a launch stopped before Tune created any trial (a signal in its first second) saved a state that
+    # restores with empty trial configs: nothing ran, so the resume starts the study afresh
+    if resume and tune.Tuner.can_restore(exp_dir) and saved_trial_count(spec.store) != 0:
         tuner = tune.Tuner.restore(exp_dir, trainable, resume_unfinished=True, resume_errored=True)
         # the concurrency of a resumed study is the caller's (it never changes results); Tune keeps
         # the launch's TuneConfig, so set it on the restored one before fit() builds the searcher
@@ -177,10 +181,10 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, 
         # which its trials' checkpoint managers also hold) keeps it and the snapshots it forces
         restored._run_config.failure_config = tune.FailureConfig(max_failures=spec.max_failures)
         restored._tune_config.scheduler = with_drain(restored._tune_config.scheduler)  # older studies too
-        old = ProgressLine | StateBackup | DrainOnSignal
+        old = ProgressLine | StateBackup | DrainOnSignal | SlimRecorded
         kept = [c for c in restored._run_config.callbacks or [] if not isinstance(c, old)]
         kept += [backup, DrainOnSignal()]  # studies launched before these existed get them too
-        restored._run_config.callbacks = kept + progress  # this launch's console, not the first one's
+        restored._run_config.callbacks = kept + per_launch  # this launch's console and slimmer, not the first one's
         restored._run_config.verbose = 1 if verbose else 0
     else:
         tuner = tune.Tuner(
@@ -198,7 +202,7 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, 
                 storage_path=spec.tune_storage,
                 checkpoint_config=checkpoint_config(spec),
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                callbacks=callbacks + progress,
+                callbacks=callbacks + per_launch,
                 verbose=1 if verbose else 0,
             ),
         )

@@ -58,6 +58,17 @@ def state_files(store: StudyStore, folder: str) -> list[str]:
     return [states[0]] + sorted(n for n in names if stamp in n and n != states[0])
 
 
+def saved_trial_count(store: StudyStore) -> int | None:
+    """How many trials the newest experiment state holds; None when there is none or it does not read back."""
+    names = state_files(store, TUNE_DIR)
+    if not names:
+        return None
+    whole, parsed = read_back(store.read_bytes(f"{TUNE_DIR}/{names[0]}"))
+    if not whole or not isinstance(parsed, dict):
+        return None
+    return len(parsed.get("trial_data") or [])
+
+
 def backup(store: StudyStore) -> dict | None:
     """Copy the newest state files into GOOD_DIR if every one of them reads back whole; the experiment
     state copied (Tune's JSON, parsed), or None if nothing was."""
