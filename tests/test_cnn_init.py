@@ -3,6 +3,8 @@ VGG-9 with the default optimiser learns a task where PyTorch's plain init stays 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -26,7 +28,7 @@ def digits_32x32() -> RawDataset:
     return RawDataset("cifar10", x_train, d.y_train, x_test, d.y_test, "digits scaled to 32x32", (3, 32, 32))
 
 
-def config(init: str | None = None, arch: str = "vgg9"):
+def config(init: str | None = None, arch: str = "vgg9", epochs: int = 3):
     model = {"arch": arch} if init is None else {"arch": arch, "init": init}
     return validate_config(
         {
@@ -35,7 +37,7 @@ def config(init: str | None = None, arch: str = "vgg9"):
             "data": {"benchmark": "cifar10", "num_tasks": 2, "train_samples": 120, "test_samples": 60},
             "model": model,
             "strategy": {"method": "finetune"},
-            "optim": {"lr": 0.05, "batch_size": 16, "epochs": 3},
+            "optim": {"lr": 0.05, "batch_size": 16, "epochs": epochs},
         }
     )
 
@@ -63,10 +65,16 @@ def test_torchvision_init_keeps_the_input_signal_through_vgg9():
 
 @pytest.mark.slow
 def test_vgg9_learns_a_task_with_the_default_optimiser_where_pytorchs_init_stays_at_chance():
+    """Task 1 (digits 0 and 1, 108 training images, 6 epochs of SGD): judged on its 60 test images, not the
+    12 validation ones (one image there is 8.3 points, and the kernels of another CPU move a few images).
+    Plain init: the loss never leaves ln 2 (constant outputs: 50 % on the balanced test set). Kaiming: 90 %
+    here (AVX-512, loss 0.52); the bar is 75 %, which a model at chance reaches on 60 images with
+    probability 0.0001 (binomial), so the test fails only when VGG-9 does not learn."""
     raw = {"cifar10": digits_32x32()}
-    accuracy = {}
+    accuracy, loss = {}, {}
     for init in ("default", "torchvision"):
-        cfg = config(init)
-        trainer = Trainer(cfg, tasks=build_tasks(cfg.data, raw, cfg.seed))
-        accuracy[init] = trainer.run_task(0).val_acc_row[0]
-    assert accuracy["torchvision"] >= 85 and accuracy["default"] <= 60, accuracy
+        cfg = config(init, epochs=6)
+        record = Trainer(cfg, tasks=build_tasks(cfg.data, raw, cfg.seed)).run_task(0)
+        accuracy[init], loss[init] = record.acc_row[0], record.loss
+    assert abs(loss["default"] - math.log(2)) < 0.01 and accuracy["default"] <= 60, (loss, accuracy)
+    assert accuracy["torchvision"] >= 75 and loss["torchvision"] < math.log(2) - 0.1, (loss, accuracy)
