@@ -72,6 +72,8 @@ PAPER_CLAIMS = {
     "fig8c_beta_cnn": "best β ≈ 10–15 % (SPEC §7; Fig. 8c, VGG-9 sequence, λ = 1).",
     "table1_anpyc_seeds": "ANPyC 98.14 ± 1.03 on split MNIST, second only to HAT (98.65); MAS 94.42, "
     "fine-tuning 84.47.",
+    "table2_anpyc_seeds": "ANPyC 94.18 ± 0.35 on permuted MNIST, ahead of MAS 92.63, EWC 91.84, SI 90.43 and "
+    "HAT 89.64.",
     "fig10_drift": "(Fig. 10, 6 permuted tasks) ANPyC's weight distributions move further from the first "
     "task's.",
 }
@@ -101,6 +103,7 @@ TITLES = {
     "fig8c_beta_cnn": "Fig. 8c on the CNN sequence: sensitivity to β (reduced)",
     "table1_anpyc_seeds": "Table I's ANPyC over 5 seeds: the {Ω = 0} rule against the rank rule",
     "fig10_drift": "Fig. 10 over the paper's 6 tasks: parameter drift from the first task to the last",
+    "table2_anpyc_seeds": "Table II over 5 seeds: ANPyC's {Ω = 0} rule against the rank rule",
 }
 #: The reduced runs of the CNN studies on this 2-core machine: what was changed, and the command.
 CNN_REDUCED = (
@@ -178,7 +181,8 @@ FINDINGS = {
         "study, though (`studies/fig3_vgg9_split_batch1.yaml`, same reduction, 26 min): fine-tuning gives the "
         "same numbers to the digit as here (it uses no importance), the free rule diverged on 2 of 3 seeds "
         "(the third 66.7), the rank rule 83.9, 50.0 and one diverged: still not above fine-tuning. "
-        "Not packed: the packed "
+        "Not packed: on this CPU a fused (vmapped) VGG-9 step is slower than the same models stepped one after "
+        "another (0.81–0.93x at 1–4 models, `python bench/cnn_pack_speed.py`, docs/PERFORMANCE.md), and the packed "
         "trainer stacks MLPs only, so each VGG-9 trial ran alone (33 trials, 41 min wall, 66 min of trial "
         "time on 2 cores). Figs. 8b and 8c on VGG-9: the sections `fig8b_lambda_vgg9` and `fig8c_beta_vgg9`."
     ),
