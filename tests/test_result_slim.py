@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from ray.train._internal.session import _TrainingResult
+from ray.tune import Checkpoint
 from ray.tune.experiment import Trial
 
 from sweeper.running.result_slim import SlimRecorded, slim_result
@@ -37,8 +39,13 @@ def full_result() -> dict:
     }
 
 
-def test_recorded_trial_keeps_objectives_and_outcome_only():
+def test_recorded_trial_keeps_objectives_and_outcome_only(tmp_path):
     trial = finished_trial(full_result())
+    manager = trial.run_metadata.checkpoint_manager
+    for task in (1, 2, 3):  # Tune keeps the full result of every task checkpoint the trial reported
+        folder = tmp_path / f"checkpoint_{task}"
+        folder.mkdir()
+        manager.register_checkpoint(_TrainingResult(Checkpoint.from_directory(str(folder)), full_result()))
     assert {"test_bwt", "penalty", "history"} <= set(trial.last_result)
     assert "test_bwt" in trial.run_metadata.metric_analysis  # Tune tracks every numeric field
     before = trial.run_metadata.get_json_state()
@@ -51,6 +58,9 @@ def test_recorded_trial_keeps_objectives_and_outcome_only():
     }
     assert set(trial.run_metadata.metric_analysis) == {"task", "num_tasks", "training_iteration", "done", "val_acc"}
     assert trial.run_metadata.metric_analysis["val_acc"]["last"] == 91.5  # the statistics kept are Tune's own
+    assert len(manager.best_checkpoint_results) == 3  # every checkpoint stays, with a slim result beside it
+    assert all(saved.metrics == trial.last_result for saved in manager.best_checkpoint_results)
+    assert manager.latest_checkpoint_result.metrics == trial.last_result
     after = trial.run_metadata.get_json_state()  # the cached JSON was rebuilt, not the stale one
     for gone in ("test_bwt", "penalty", "history", "acc_matrix", "run_config"):
         assert gone in before and gone not in after, gone

@@ -2,17 +2,22 @@
 only the few fields it still acts on.
 
 Tune holds every trial's last result for the whole study, with running statistics (max, min, mean, last-5
-and last-10 averages) of each numeric field, and a cached JSON of both. A trial of ours reports ~20 numbers
-and several JSON strings (its task history, matrices, config), so Tune held ~130 KB per finished trial
-(docs/PERFORMANCE.md). After StudyRecorder has written a finished trial's record to MLflow and Parquet,
-nothing reads those fields from Tune again (`best`, `report`, `compare` read the study's tables), so
-`SlimRecorded`, the last callback, cuts the trial's last result down to the objectives and the outcome.
+and last-10 averages) of each numeric field and a cached JSON of both, and the full result of every task
+checkpoint the trial reported (its checkpoint manager; the study prunes the checkpoints on the storage, not
+these). A trial of ours reports ~20 numbers and several JSON strings (its task history, matrices, config)
+per task. After StudyRecorder has written a finished trial's record to MLflow and Parquet, nothing reads
+those fields from Tune again (`best`, `report`, `compare` read the study's tables), so `SlimRecorded`, the
+last callback, cuts them down to the objectives and the outcome; and every `TRIM_EVERY` finished trials it
+hands the heap's freed pages back to the OS (glibc's `malloc_trim`; elsewhere nothing). Measured in
+docs/PERFORMANCE.md.
 
 May import ray.tune and sweeper.study; nothing reads from here but launch.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 from typing import Any
 
@@ -21,6 +26,20 @@ from ray.tune import Callback
 # what the console, `reconcile` (its ResultGrid's `Result.config` is the result's "config") and a resumed
 # launch still read from a finished trial's last result, beside the objectives
 KEPT = ("trial_id", "config", "task", "num_tasks", "done", "training_iteration", "diverged", "stopped", "pack_size")
+
+
+#: finished trials between two `malloc_trim` calls (one costs a few ms on a driver of 1 GB)
+TRIM_EVERY = 50
+
+
+def trim_heap() -> bool:
+    """Return the C heap's free pages to the OS (glibc); False where there is no `malloc_trim`."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return False
+    return True
 
 
 def slim_result(result: dict[str, Any], objectives: list[str]) -> dict[str, Any]:
@@ -32,15 +51,16 @@ def slim_result(result: dict[str, Any], objectives: list[str]) -> dict[str, Any]
 
 
 class SlimRecorded(Callback):
-    """Last of the study's callbacks: a finished trial, once recorded, keeps only its slim last result
-    (and Tune's running statistics of only those fields). A callback that raises before this one (the
+    """Last of the study's callbacks: a finished trial, once recorded, keeps only its slim last result, Tune's
+    running statistics of only those fields, and slim results beside its task checkpoints. A callback that raises before this one (the
     recorder on a tracking outage) leaves the trial whole, so `reconcile` can still record it."""
 
     def __init__(self, objectives: list[str]) -> None:
         self.objectives = list(objectives)
+        self.finished = 0
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        """Replace the recorded trial's last result with its slim form."""
+        """Replace the recorded trial's last result (and its checkpoints' results) with their slim form."""
         meta = getattr(trial, "run_metadata", None)
         if meta is None or not meta.last_result:
             return
@@ -48,3 +68,11 @@ class SlimRecorded(Callback):
         meta.last_result = slim  # the metadata invalidates its cached JSON on assignment
         meta.metric_analysis = {k: v for k, v in meta.metric_analysis.items() if k in slim}
         meta.metric_n_steps = {k: v for k, v in meta.metric_n_steps.items() if k in slim}
+        manager = meta.checkpoint_manager
+        for saved in [*getattr(manager, "_checkpoint_results", []), getattr(manager, "latest_checkpoint_result", None)]:
+            if saved is not None and isinstance(getattr(saved, "metrics", None), dict):
+                saved.metrics = slim_result(saved.metrics, self.objectives)
+        meta.invalidate_cache()
+        self.finished += 1
+        if self.finished % TRIM_EVERY == 0:
+            trim_heap()
