@@ -159,7 +159,10 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, 
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
     backup = StateBackup(spec.tune_storage, 10.0 * snapshot_period(spec.trial_count()), kept_checkpoints(spec))
-    callbacks = [StudyRecorder(spec, spec_yaml), backup, DrainOnSignal()]  # a restored Tuner brings its own copy
+    # DrainOnSignal first: its setup takes SIGUSR1 back from Tune before the recorder's (seconds of MLflow
+    # setup), so a Slurm USR1 in Tune's first seconds drains instead of interrupting. A restored Tuner
+    # brings its own copy of the recorder.
+    callbacks = [DrainOnSignal(), StudyRecorder(spec, spec_yaml), backup]
     per_launch = [] if verbose else [ProgressLine(spec, spec.trial_count(), prior=results.read_trials(spec.store))]
     per_launch.append(SlimRecorded([o.metric for o in spec.objectives]))  # last: every reader of a result is before it
     if resume:
@@ -183,7 +186,7 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, 
         restored._tune_config.scheduler = with_drain(restored._tune_config.scheduler)  # older studies too
         old = ProgressLine | StateBackup | DrainOnSignal | SlimRecorded
         kept = [c for c in restored._run_config.callbacks or [] if not isinstance(c, old)]
-        kept += [backup, DrainOnSignal()]  # studies launched before these existed get them too
+        kept = [DrainOnSignal(), *kept, backup]  # studies launched before these existed get them too
         restored._run_config.callbacks = kept + per_launch  # this launch's console and slimmer, not the first one's
         restored._run_config.verbose = 1 if verbose else 0
     else:
