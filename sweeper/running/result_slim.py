@@ -52,8 +52,8 @@ def slim_result(result: dict[str, Any], objectives: list[str]) -> dict[str, Any]
 
 class SlimRecorded(Callback):
     """Last of the study's callbacks: a finished trial, once recorded, keeps only its slim last result, Tune's
-    running statistics of only those fields, and slim results beside its task checkpoints. A callback that raises before this one (the
-    recorder on a tracking outage) leaves the trial whole, so `reconcile` can still record it."""
+    running statistics of only those fields, and slim results beside its task checkpoints. A callback that
+    raises before this one (the recorder on a tracking outage) leaves the trial whole for `reconcile`."""
 
     def __init__(self, objectives: list[str]) -> None:
         self.objectives = list(objectives)
