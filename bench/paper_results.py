@@ -214,6 +214,18 @@ FINDINGS = {
         "difference at n = 3. Seed 0 ends at 50.0 % for every β, even at β = 5 where no round was undone "
         "(not traced). 12 trials, 26 min on 2 cores."
     ),
+    "table2_anpyc_seeds": (
+        "**Neither the rank rule nor more seeds change Table II's verdict.** Paired over the 5 seeds (`anpyc-sweep "
+        "compare`, reference anpyc_free): the rank rule −0.20 [−0.79, +0.39], MAS +0.09 [−1.40, +1.57], EWC −0.13 "
+        "[−1.27, +1.00] (no difference at this n), SI +1.75 [+0.36, +3.15] and HAT +5.43 [+3.85, +7.00] (both "
+        "better than ANPyC). On permuted tasks the {Ω = 0} rule does not collapse a seed as it does on split "
+        "tasks (Table I's seed 2): the two rules end within 0.8 points of each other on every seed. ANPyC "
+        "forgets more than MAS and SI (BWT −7.6 against −2.7 and −2.5) at the same final ACC as MAS: its first "
+        "tasks start higher (83.7 % after task 1 against 82.3) and fall further. Seeds 0–2 are table2_permuted's "
+        "seeds but were run on another CPU (AMD EPYC, AVX-512) and give its numbers to within 0.4 points, not to "
+        "the digit (ANPyC 73.77 against 73.40, MAS 73.25 / 73.34, EWC 73.61 / 73.72, HAT 78.78 / 78.93); SI's "
+        "seed that diverged there finished here. 30 trials, 41 min on 2 cores."
+    ),
     "table1_anpyc_seeds": (
         "**Why one seed of Table I collapses, and whether it matters.** Seeds 0–2 reproduce Table I to the digit "
         "(ANPyC 83.09 / 94.05 / 78.47, the updater 96.54 / 96.90 / 79.90). Over 5 seeds the collapse is not one "
