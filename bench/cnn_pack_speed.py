@@ -96,9 +96,10 @@ def measure(k: int, args) -> dict:
 def cpu_model() -> str:
     """The CPU's model name (Linux), else the machine type."""
     with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        info = Path("/proc/cpuinfo").read_text()
+        avx = "AVX-512" if "avx512f" in info else "AVX2"
+        for line in info.splitlines():
             if line.startswith("model name"):
-                avx = "AVX-512" if "avx512f" in Path("/proc/cpuinfo").read_text() else "AVX2"
                 return f"{line.split(':', 1)[1].strip()}, {avx}"
     return platform.machine()
 

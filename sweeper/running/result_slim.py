@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import json
 from typing import Any
 
@@ -28,17 +29,25 @@ from ray.tune import Callback
 KEPT = ("trial_id", "config", "task", "num_tasks", "done", "training_iteration", "diverged", "stopped", "pack_size")
 
 
-#: finished trials between two `malloc_trim` calls (one costs a few ms on a driver of 1 GB)
+#: finished trials between two `malloc_trim` calls
 TRIM_EVERY = 50
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's `malloc_trim`, looked up once (`find_library` runs a subprocess), or None elsewhere."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 def trim_heap() -> bool:
     """Return the C heap's free pages to the OS (glibc); False where there is no `malloc_trim`."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
+    trim = _malloc_trim()
+    if trim is None:
         return False
+    trim(0)
     return True
 
 
