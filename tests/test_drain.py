@@ -13,6 +13,7 @@ from ray.tune import ExperimentAnalysis
 
 from sweeper.running.drain import DRAIN, goes_on, last_launch_drained
 from sweeper.running.launch import launch, spec_text, unfinished_trials
+from sweeper.running.tune_state import saved_trial_statuses
 from sweeper.storage import results
 from sweeper.study.spec import parse_study
 from sweeper.tracking.mlflow_store import TAG_ROLE, TAG_TRIAL
@@ -76,6 +77,14 @@ def test_sigusr1_stops_at_task_boundaries_and_resume_redoes_no_task(ray_session,
     after = tasks_done(spec)
     statuses = {t.trial_id: t.status for t in ExperimentAnalysis(str(tmp_path / "tiny_drain" / "tune")).trials}
     assert "RUNNING" not in statuses.values() and "PAUSED" in statuses.values(), statuses
+    # unfinished_trials reads the statuses from the saved state itself, as Tune's analysis does (which a
+    # RUNNING trial restores as PENDING)
+    saved = [{"RUNNING": "PENDING"}.get(s, s) for s in saved_trial_statuses(spec.store)]
+    assert sorted(saved) == sorted(statuses.values())
+    # Tune's per-trial log files are off (MLflow and Parquet hold every metric)
+    tune_dir = tmp_path / "tiny_drain" / "tune"
+    assert not [p for p in tune_dir.rglob("*") if p.name in ("result.json", "progress.csv")
+                or p.name.startswith("events.out.tfevents")]
     # no trial started after the signal got anywhere: only those running then (at most 2) went on
     went_on = {tid for tid, n in after.items() if n > at_signal.get(tid, 0)}
     assert 1 <= len(went_on) <= spec.max_concurrent_trials, (at_signal, after)

@@ -47,7 +47,8 @@ from sweeper.running.study_data import (
     shape_configs,
 )
 from sweeper.running.trainable import train_trial
-from sweeper.running.tune_state import TUNE_DIR, StateBackup, repair, saved_trial_count
+from sweeper.running.tune_logs import tune_log_files_off
+from sweeper.running.tune_state import TUNE_DIR, StateBackup, repair, saved_trial_count, saved_trial_statuses
 from sweeper.storage import results
 from sweeper.storage.store import StorageError
 from sweeper.study.packs import pack_groups, resolve_pack_size
@@ -144,6 +145,7 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, 
     # Tune learns of trial checkpoints through its experiment snapshot: frequent snapshots let a killed
     # driver's in-flight trials resume from their last task, not from task 1
     os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = USER_SNAPSHOT_PERIOD or str(snapshot_period(expected_trials(spec)))
+    tune_log_files_off()  # MLflow and Parquet hold every metric: no per-trial CSV/JSON/TensorBoard copies
     packed = packs(spec)
     max_tasks = max(validate_config(c).data.tasks for c in configs)
     rungs = None  # held until fit() returns: an actor without a handle is collected
@@ -263,12 +265,13 @@ def unfinished_trials(spec: StudySpec, grid: Any) -> int:
     """Tune trials of the study that neither finished nor errored: > 0 after an interrupted `fit`.
 
     Read from the experiment state Tune saved (an interrupted trial is saved PENDING, and a trial that
-    never started is absent); the in-memory ResultGrid can list an interrupted trial as terminated."""
-    from ray.tune import ExperimentAnalysis
-
+    never started is absent; the in-memory ResultGrid can list an interrupted trial as terminated), one
+    file parsed: not Tune's ExperimentAnalysis, which reads every trial's log files back."""
     try:
-        statuses = [t.status for t in ExperimentAnalysis(f"{spec.tune_storage}/{TUNE_DIR}").trials]
-    except Exception:  # noqa: BLE001 - no saved state to read: the ResultGrid is all there is
+        statuses = saved_trial_statuses(spec.store)
+    except StorageError:
+        statuses = None
+    if statuses is None:  # no saved state to read: the ResultGrid is all there is
         return max(0, len(grid) - grid.num_terminated - grid.num_errors)
     done = sum(status in ("TERMINATED", "ERROR") for status in statuses)
     return max(0, expected_trials(spec) - done, len(statuses) - done)

@@ -58,15 +58,28 @@ def state_files(store: StudyStore, folder: str) -> list[str]:
     return [states[0]] + sorted(n for n in names if stamp in n and n != states[0])
 
 
-def saved_trial_count(store: StudyStore) -> int | None:
-    """How many trials the newest experiment state holds; None when there is none or it does not read back."""
+def newest_state(store: StudyStore) -> dict | None:
+    """The newest experiment state Tune saved, parsed; None when there is none or it does not read back."""
     names = state_files(store, TUNE_DIR)
     if not names:
         return None
     whole, parsed = read_back(store.read_bytes(f"{TUNE_DIR}/{names[0]}"))
-    if not whole or not isinstance(parsed, dict):
+    return parsed if whole and isinstance(parsed, dict) else None
+
+
+def saved_trial_count(store: StudyStore) -> int | None:
+    """How many trials the newest experiment state holds; None when there is none or it does not read back."""
+    state = newest_state(store)
+    return None if state is None else len(state.get("trial_data") or [])
+
+
+def saved_trial_statuses(store: StudyStore) -> list[str] | None:
+    """Tune's status of every trial in the newest experiment state (a running one saved is restored as
+    PENDING, so it counts as unfinished either way); None when there is none or it does not read back."""
+    state = newest_state(store)
+    if state is None:
         return None
-    return len(parsed.get("trial_data") or [])
+    return [json.loads(trial_json).get("status", "PENDING") for trial_json, _ in state.get("trial_data") or []]
 
 
 def backup(store: StudyStore) -> dict | None:
