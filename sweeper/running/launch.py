@@ -241,13 +241,19 @@ def snapshot_period(trials: int) -> int:
 
 
 def reconcile(spec: StudySpec, spec_yaml: str, grid: Any) -> int:
-    """Close the record of every trial whose last event never reached MLflow or Parquet."""
+    """Close the record of every trial whose last event never reached MLflow or Parquet.
+
+    A study recorded whole (the usual end) costs one read of trials.parquet: MLflow is reached, and the
+    study's trial runs searched, only when some trial's end is missing."""
     from sweeper.tracking.recorder import StudyRecorder
 
     recorder = StudyRecorder(spec, spec_yaml)
+    missing = recorder.missing_ends(grid)
+    if not missing:
+        return 0
     recorder.setup()  # reattaches to the study's parent run (and marks it RUNNING) ...
     try:
-        return recorder.reconcile(grid)
+        return recorder.record_ends(missing)
     finally:
         recorder.client.set_terminated(recorder.parent_id, status="FINISHED")  # ... so close it again
 

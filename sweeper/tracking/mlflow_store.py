@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import mlflow
 from mlflow.tracking import MlflowClient
@@ -187,12 +188,23 @@ def searched_trial_run_counts(client: MlflowClient, exp_id: str) -> dict[str, in
     return counts
 
 
-def existing_trial_runs(client: MlflowClient, exp_id: str, study: str) -> dict:
+class KnownRun(NamedTuple):
+    """What a resumed study's driver keeps of a trial run it may reattach to."""
+
+    run_id: str
+    resumed_from_task: int
+
+
+def existing_trial_runs(client: MlflowClient, exp_id: str, study: str) -> dict[str, KnownRun]:
     """Every trial run the study already has, by trial id (one paged search when the driver starts, so a
-    trial's first event never searches the experiment: that search grows with the study)."""
-    found: dict = {}
-    for run in all_runs(client, exp_id, f"tags.{TAG_STUDY} = '{study}' and tags.{TAG_ROLE} = 'trial'"):
-        found.setdefault(run.data.tags.get(TAG_TRIAL), run)
+    trial's first event never searches the experiment: that search grows with the study). Only the run id
+    and the resume tag are kept, and pages are of 1,000 runs: a full MLflow run (its params, metrics and
+    tags) is about 0.2 MB of Python objects, and a resumed 10,000-trial study would hold them all."""
+    found: dict[str, KnownRun] = {}
+    for run in all_runs(client, exp_id, f"tags.{TAG_STUDY} = '{study}' and tags.{TAG_ROLE} = 'trial'", page=1000):
+        tid = run.data.tags.get(TAG_TRIAL)
+        if tid not in found:
+            found[tid] = KnownRun(run.info.run_id, int(run.data.tags.get("resumed_from_task", 0)))
     return found
 
 

@@ -91,10 +91,10 @@ class StudyRecorder(Callback):
             return self.runs[tid]
         found = self.existing.pop(tid, None)
         if found is not None:
-            run_id = found.info.run_id
+            run_id = found.run_id
             history = self.client.get_metric_history(run_id, "val_acc")
             self.logged_steps[tid] = {m.step for m in history}
-            self.resumed[tid] = int(found.data.tags.get("resumed_from_task", 0))
+            self.resumed[tid] = found.resumed_from_task
         else:
             cfg = trial_run_config(self.spec_dict, trial.config)
             tags = {
@@ -251,12 +251,13 @@ class StudyRecorder(Callback):
         self._terminate(run_id, "FAILED")
         self._write_trial_row(trial, run_id, "ERROR", trial.last_result or {}, error=reason)
 
-    def reconcile(self, grid) -> int:
-        """Record the end of every trial of a finished ResultGrid that the study's record misses (an
-        event lost to a tracking or storage outage, or to a killed driver); returns how many."""
+    def missing_ends(self, grid) -> list:
+        """Every trial (pack member) of a finished ResultGrid whose end the study's record misses (an event
+        lost to a tracking or storage outage, or to a killed driver), with its error; reads trials.parquet
+        only, so that a study recorded whole needs no MLflow search at its end."""
         rows = results.read_trials(self.store)
         recorded = set(rows["trial_id"]) if len(rows) else set()
-        fixed = 0
+        missing = []
         for result in grid:
             metrics = result.metrics or {}
             tid = metrics.get("trial_id")
@@ -265,17 +266,19 @@ class StudyRecorder(Callback):
             trial = SimpleNamespace(
                 trial_id=tid, config=result.config, last_result=metrics, error_file=None, error_msg=str(result.error)
             )
-            for one in members_of(trial, metrics):
-                if one.trial_id in recorded:
-                    continue
-                if result.error is not None and not ended_early(one.last_result):
-                    self._trial_error(one)
-                else:
-                    if "history" in (one.last_result or {}):
-                        self._trial_result(one, one.last_result)
-                    self._trial_complete(one)
-                fixed += 1
-        return fixed
+            missing += [(one, result.error) for one in members_of(trial, metrics) if one.trial_id not in recorded]
+        return missing
+
+    def record_ends(self, missing: list) -> int:
+        """Record the end of each trial `missing_ends` found (after `setup`); returns how many."""
+        for one, error in missing:
+            if error is not None and not ended_early(one.last_result):
+                self._trial_error(one)
+            else:
+                if "history" in (one.last_result or {}):
+                    self._trial_result(one, one.last_result)
+                self._trial_complete(one)
+        return len(missing)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """Close the parent run, and any trial run Tune no longer drives (only runs this driver opened
