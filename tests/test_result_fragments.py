@@ -96,7 +96,14 @@ def store_files(store: StudyStore, folder: str) -> list[str]:
     return store.list_files(folder)
 
 
-def test_compaction_keeps_every_row_and_leaves_single_files(tmp_path):
+@pytest.fixture(params=[1000, 5], ids=["one batch", "batches of 5"])
+def batch(request, monkeypatch):
+    """Compaction in one batch (the default at this size) and in batches of 5 fragments: the same tables."""
+    monkeypatch.setattr(fragments, "COMPACT_BATCH", request.param)
+    return request.param
+
+
+def test_compaction_keeps_every_row_and_leaves_single_files(tmp_path, batch):
     store = StudyStore(str(tmp_path / "s"))
     fill(store, 6)
     finish(store, "t002", status="DIVERGED")  # a row replaced by a later event
@@ -110,7 +117,7 @@ def test_compaction_keeps_every_row_and_leaves_single_files(tmp_path):
     assert results.read_trials(store).set_index("trial_id").loc["t002", "status"] == "DIVERGED"
 
 
-def test_an_interrupted_compaction_leaves_the_same_table(tmp_path, monkeypatch):
+def test_an_interrupted_compaction_leaves_the_same_table(tmp_path, monkeypatch, batch):
     store = StudyStore(str(tmp_path / "s"))
     fill(store, 4)
     results.compact(store)
@@ -137,7 +144,7 @@ def test_an_interrupted_compaction_leaves_the_same_table(tmp_path, monkeypatch):
     assert_same(before, tables(store))
 
 
-def test_a_torn_fragment_is_named_in_one_line_and_kept(tmp_path, capsys):
+def test_a_torn_fragment_is_named_in_one_line_and_kept(tmp_path, capsys, batch):
     store = StudyStore(str(tmp_path / "s"))
     fill(store, 3)
     torn = "tasks/t001/task_0002.parquet"

@@ -213,11 +213,12 @@ def _launch(spec: StudySpec, spec_yaml: str, resume: bool, address: str | None, 
         )
     grid = tuner.fit()
     del rungs
+    compact_results(spec)  # finished or interrupted: the tables become single files again ...
     if not unfinished_trials(spec, grid):
-        fixed = reconcile(spec, spec_yaml, grid)
+        fixed = reconcile(spec, spec_yaml, grid)  # ... so that this reads one file, not a fragment per trial
         if fixed:
             print(f"recorded the end of {fixed} trial(s) that the study's record had missed", flush=True)
-    compact_results(spec)  # finished or interrupted: the tables become single files again
+            compact_results(spec)
     return grid
 
 
