@@ -31,6 +31,8 @@ def test_off_by_default_and_the_missing_files_warning_is_dropped(env, caplog):
 
 
 def test_the_users_choice_wins(env, caplog):
+    env.setattr(tune_logs, "USER_CHOICE", None)
+    tune_logs.tune_log_files_off()  # an earlier launch in this process turned them off and added the filter
     env.setattr(tune_logs, "USER_CHOICE", "0")
     assert tune_logs.tune_log_files_off() is False
     assert tune_logs.os.environ[tune_logs.ENV] == "0"

@@ -33,6 +33,10 @@ def tune_log_files_off() -> bool:
     os.environ[ENV] = USER_CHOICE if USER_CHOICE is not None else "1"
     off = os.environ[ENV] == "1"
     analysis = logging.getLogger(ANALYSIS_LOGGER)
-    if off and not any(isinstance(f, NoMissingTrialFiles) for f in analysis.filters):
+    ours = [f for f in analysis.filters if isinstance(f, NoMissingTrialFiles)]
+    if off and not ours:
         analysis.addFilter(NoMissingTrialFiles())
+    if not off:  # the files were asked for (an earlier launch in this process may have added the filter)
+        for f in ours:
+            analysis.removeFilter(f)
     return off
