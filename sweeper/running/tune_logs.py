@@ -33,10 +33,8 @@ def tune_log_files_off() -> bool:
     os.environ[ENV] = USER_CHOICE if USER_CHOICE is not None else "1"
     off = os.environ[ENV] == "1"
     analysis = logging.getLogger(ANALYSIS_LOGGER)
-    ours = [f for f in analysis.filters if isinstance(f, NoMissingTrialFiles)]
-    if off and not ours:
+    for earlier in [f for f in analysis.filters if isinstance(f, NoMissingTrialFiles)]:  # an earlier launch's
+        analysis.removeFilter(earlier)
+    if off:
         analysis.addFilter(NoMissingTrialFiles())
-    if not off:  # the files were asked for (an earlier launch in this process may have added the filter)
-        for f in ours:
-            analysis.removeFilter(f)
     return off
