@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import re
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import yaml
 
 from sweeper.running.console import ProgressLine
 from sweeper.study.spec import parse_study
+from sweeper.tracking.recorder import TAG_ROLE, study_experiment, tracking_client
 
 BIN = Path(sys.executable).parent
 STATUS = re.compile(r"study quiet: \d+/3 done \(\d diverged, \d failed\), \d running, \d pending( · .*)?")
@@ -54,9 +54,13 @@ def test_default_console_is_a_few_plain_lines(tmp_path):
     assert len(out) == 2 and out[0].startswith("study quiet done:") and out[1].startswith("best configuration")
     for noise in ("Traceback", "WARNING", "INFO", "╭", "tensorboard", "Trial name"):
         assert noise not in proc.stdout + proc.stderr, noise
-    # a fresh local Ray is on loopback only: every trial ran on a node at 127.0.0.1
-    node_ips = {json.loads(line)["node_ip"] for f in (tmp_path / "out").rglob("result.json") for line in f.open()}
-    assert node_ips == {"127.0.0.1"}
+    # no per-trial Tune log files (sweeper/running/tune_logs.py): the results live in Parquet and MLflow only
+    assert not list((tmp_path / "out").rglob("result.json")) and not list((tmp_path / "out").rglob("events.out.*"))
+    # a fresh local Ray is on loopback only: every trial ran on a node at 127.0.0.1 (the run's node_ip tag)
+    spec = parse_study(yaml.safe_load(path.read_text()))
+    client = tracking_client(spec.resolved_tracking_uri())
+    runs = client.search_runs([study_experiment(client, spec)], f"tags.{TAG_ROLE} = 'trial'")
+    assert len(runs) == 3 and {r.data.tags.get("node_ip") for r in runs} == {"127.0.0.1"}
 
 
 def test_a_failed_trial_is_one_line_with_its_reason_and_traceback_file(tmp_path):
