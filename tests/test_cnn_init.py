@@ -65,15 +65,18 @@ def test_torchvision_init_keeps_the_input_signal_through_vgg9():
 
 @pytest.mark.slow
 def test_vgg9_learns_a_task_with_the_default_optimiser_where_pytorchs_init_stays_at_chance():
-    """Task 1 (digits 0 and 1, 108 training images, 6 epochs of SGD): judged on its 60 test images, not the
+    """Task 1 (digits 0 and 1, 108 training images, 12 epochs of SGD): judged on its 60 test images, not the
     12 validation ones (one image there is 8.3 points, and the kernels of another CPU move a few images).
-    Plain init: the loss never leaves ln 2 (constant outputs: 50 % on the balanced test set). Kaiming: 90 %
-    here (AVX-512, loss 0.52); the bar is 75 %, which a model at chance reaches on 60 images with
-    probability 0.0001 (binomial), so the test fails only when VGG-9 does not learn."""
+    Plain init: the loss never leaves ln 2 (constant outputs: 50 % on the balanced test set; seeds 0-2 all
+    0.693 at 12 epochs). Kaiming: 6 epochs were too few to be safe from the kernels' summation order (90 %
+    on an AMD AVX-512 machine, 50 % on an Intel one with the same seed; seeds 0-3 there: 50, 100, 97, 53 %);
+    at 12 epochs seeds 0-4 all reach 100 % on that Intel machine (training loss 0.001-0.25), so the run
+    leaves chance with room to spare rather than by a few steps. The bar is 75 %, which a model at chance
+    reaches on 60 images with probability 0.0001 (binomial), so the test fails only when VGG-9 does not learn."""
     raw = {"cifar10": digits_32x32()}
     accuracy, loss = {}, {}
     for init in ("default", "torchvision"):
-        cfg = config(init, epochs=6)
+        cfg = config(init, epochs=12)
         record = Trainer(cfg, tasks=build_tasks(cfg.data, raw, cfg.seed)).run_task(0)
         accuracy[init], loss[init] = record.acc_row[0], record.loss
     assert abs(loss["default"] - math.log(2)) < 0.01 and accuracy["default"] <= 60, (loss, accuracy)
