@@ -25,6 +25,10 @@ from tests.cluster.loopback import free_port, wait_for
 
 NODES = {"n1": "127.0.0.21", "n2": "127.0.0.22"}
 CPUS_PER_NODE = 2
+#: Slurm's job credential lifetime, which is also how long a requeued job waits before it starts again
+#: (default 120 s): long enough for the run it ended to be over on every node, shorter than the default
+#: so that a requeue test does not wait two minutes; the tests let Slurm start a requeued job itself
+REQUEUE_WAIT_S = 20
 #: PID 1 of a node's namespace: sets the hostname, runs slurmd and reaps every orphan until slurmd exits
 INIT = """
 import os, socket, subprocess, sys
@@ -100,15 +104,20 @@ class SlurmCluster:
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.STDOUT,
                 )
-            wait_for(self._both_idle, 60, "both slurmd nodes idle")
+            wait_for(self.both_idle, 60, "both slurmd nodes idle")
         except BaseException:
             self.down()
             raise
         return self
 
-    def _both_idle(self) -> bool:
-        out = self.run("sinfo", "--noheader", "--format=%n %t").stdout.split()
-        return out.count("idle") == len(NODES)
+    def node_states(self) -> str:
+        """Each node's state as sinfo prints it, by node name ("n1 idle, n2 comp")."""
+        out = self.run("sinfo", "--noheader", "--Node", "--format=%n %t").stdout.strip().splitlines()
+        return ", ".join(sorted(set(out)))
+
+    def both_idle(self) -> bool:
+        """Both nodes idle: no job, and no earlier run of one still completing on them."""
+        return [part.split()[-1] for part in self.node_states().split(", ")].count("idle") == len(NODES)
 
     def _start_munge(self) -> None:
         folder = self.base / "munge"
@@ -185,7 +194,7 @@ class SlurmCluster:
             "SlurmdUser=root",
             "AuthType=auth/munge",
             "CredType=cred/munge",
-            f"AuthInfo=socket={self.socket}",
+            f"AuthInfo=socket={self.socket},cred_expire={REQUEUE_WAIT_S}",
             f"StateSaveLocation={b}/state",
             f"SlurmdSpoolDir={b}/spool/%n",
             f"SlurmctldPidFile={b}/slurmctld.pid",
@@ -237,6 +246,14 @@ class SlurmCluster:
         """`scontrol show job` as a dict (JobState, Restarts, ...); {} once Slurm forgot it."""
         out = self.run("scontrol", "show", "job", "--oneliner", job_id).stdout
         return dict(field.split("=", 1) for field in out.split() if "=" in field)
+
+    def log_tail(self, lines: int = 25) -> str:
+        """The last lines of slurmctld's and each slurmd's log, for a failing test's message."""
+        parts = []
+        for log in sorted((self.base / "log").glob("*.log")):
+            text = log.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {log.name}\n" + "\n".join(text))
+        return "\n".join(parts)
 
     # ------------------------------------------------------------------ down
     def down(self) -> None:

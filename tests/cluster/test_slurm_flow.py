@@ -117,11 +117,11 @@ def test_a_study_requeued_at_its_time_limit_finishes_exactly_once_on_two_nodes(s
     one_line(again, 2, f"study onslurm is already in Slurm job {job}")
 
     log_path = spec.study_dir / "slurm" / f"job-{job}.out"
-    restarts, sent_by_test, deadline, seen, ended = 0, False, time.time() + 900, [], None
+    restarts, sent_by_test, deadline, seen, ended, extended = 0, False, time.time() + 900, [], None, False
     while time.time() < deadline:
         state = slurm.job(job)
         restarts = max(restarts, int(state.get("Restarts", 0)))
-        now = (state.get("JobState"), state.get("Restarts"), state.get("Reason"))
+        now = (state.get("JobState"), state.get("Restarts"), state.get("Reason"), slurm.node_states())
         if not seen or seen[-1][1:] != now:
             seen.append((round(time.time() % 1000, 1), *now))  # the states the job went through, for a failure
         if state.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"):
@@ -131,16 +131,19 @@ def test_a_study_requeued_at_its_time_limit_finishes_exactly_once_on_two_nodes(s
             time.sleep(1)
             continue
         ended = None
-        if state.get("JobState") == "PENDING" and restarts:  # requeued: Slurm holds it until its BeginTime;
-            # the resumed run gets room to finish (a requeued job keeps its time limit otherwise)
-            slurm.run("scontrol", "update", f"JobId={job}", "StartTime=now", "TimeLimit=00:15:00")
+        if state.get("JobState") == "PENDING" and restarts and not extended:
+            # requeued: Slurm holds it until its BeginTime, the credential lifetime after the requeue (20 s in
+            # this cluster), so that the run it ended is over on every node first: the test used to start it at
+            # once (StartTime=now), and on a fast machine the ended run's late exit then marked the job FAILED.
+            # The resumed run gets room to finish (a requeued job keeps its time limit otherwise).
+            extended = slurm.run("scontrol", "update", f"JobId={job}", "TimeLimit=00:15:00").returncode == 0
         elif not restarts and not sent_by_test and task_reports(spec) >= 0.85 * TRIALS * TASKS:
             sent_by_test = True  # this machine outran the time limit: the batch shell gets USR1 from us
             assert slurm.run("scancel", "--signal=USR1", "--batch", job).returncode == 0
         time.sleep(1)
     print(f"requeue after {'USR1 sent by the test' if sent_by_test else 'the time limit (USR1 from Slurm)'}: {seen}")
     log = log_path.read_text()
-    assert state.get("JobState") == "COMPLETED", f"{seen}\n{log[-4000:]}"
+    assert state.get("JobState") == "COMPLETED", f"{seen}\n{log[-4000:]}\n{slurm.log_tail()}"
     assert restarts >= 1, log[-4000:]  # it did stop mid-study and come back
     assert "(stopped: requeue)" in log and "requeueing job" in log
     # the driver stopped its trials at their task boundaries (its tasks last seconds; drain_s is 15 s)
