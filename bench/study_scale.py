@@ -11,7 +11,8 @@
    per trial, `compact`, and the command-line `status`, `best --top 5`, `report` and `rerun --dry-run` on the
    N-trial study (fresh processes, as a user runs them).
 2. Ray (`--ray N`): a real study of N tiny trials through Ray Tune (digits, one 16-unit layer, 1 epoch,
-   2 tasks): the driver's CPU seconds per trial, wall time against the sum of trial times, peak RSS.
+   3 tasks): the driver's CPU seconds per trial, wall time against the sum of trial times, peak RSS; on a
+   folder, or with `--ray-storages s3` on the moto bucket with an MLflow server (`--ray-storages folder s3`: both).
 
 S3 is a moto server on 127.0.0.1 (as the tests use); an s3:// study logs to an MLflow server (SQLite behind
 it, artifacts proxied to the same bucket), a folder study to SQLite in the folder, as users run them.
@@ -160,6 +161,16 @@ def folder_bytes(store: StudyStore) -> int:
 
     infos = store.fs.get_file_info(pafs.FileSelector(store.root, recursive=True, allow_not_found=True))
     return sum(i.size or 0 for i in infos if i.type == pafs.FileType.File)
+
+
+def checkpoint_folders(store: StudyStore) -> set[str]:
+    """The task checkpoint folders left in the study's Tune experiment (a folder or an object store)."""
+    import pyarrow.fs as pafs
+
+    selector = pafs.FileSelector(f"{store.root}/tune", recursive=True, allow_not_found=True)
+    paths = (i.path for i in store.fs.get_file_info(selector) if i.type == pafs.FileType.File)
+    return {p.rsplit("/checkpoint_", 1)[0] + "/checkpoint_" + p.rsplit("/checkpoint_", 1)[1].split("/")[0]
+            for p in paths if "/checkpoint_" in p}
 
 
 def probe_layers(n: int, storage: str, layout: str, tracking: str, probe: int, work: Path) -> dict:
@@ -315,26 +326,70 @@ def moto_server(work: Path):
         proc.wait(timeout=30)
 
 
-def ray_study(n: int, work: Path, tasks: int) -> dict:
+def ray_process_cpu() -> dict[str, float]:
+    """CPU seconds so far of the local Ray's long-lived processes under this driver, from /proc: `gcs`,
+    `raylet` and `helpers` (Ray's monitor, log monitor, dashboard and runtime-env agents), so that a growth
+    outside the driver shows. Trial workers are not counted: they exit unreaped, and their time goes with them."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent, times = {}, {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                text = (entry / "stat").read_text()
+                name, rest = text[text.index("(") + 1: text.rindex(")")], text[text.rindex(")") + 2:].split()
+                parent[int(entry.name)] = int(rest[1])
+                times[int(entry.name)] = (name, (int(rest[11]) + int(rest[12])) / tick)  # utime + stime
+    mine, todo = set(), [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        kids = [p for p, pp in parent.items() if pp == pid]
+        mine.update(kids)
+        todo += kids
+    cpu = {"gcs": 0.0, "raylet": 0.0, "helpers": 0.0}
+    for pid in mine:
+        name, seconds = times[pid]
+        if name.startswith("gcs_server"):
+            cpu["gcs"] += seconds
+        elif name.startswith("raylet"):
+            cpu["raylet"] += seconds
+        elif name.startswith(("ray::Dashboard", "ray::RuntimeEnv")) or (
+            not name.startswith("ray::") and "/ray/" in cmdline(pid)  # not an MLflow or moto server
+        ):
+            cpu["helpers"] += seconds
+    return cpu
+
+
+def cmdline(pid: int) -> str:
+    """A process's command line ("" once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def ray_study(n: int, work: Path, tasks: int, storage: str = "", tracking: str = "") -> dict:
     """A real study of n tiny trials through Ray Tune: driver CPU per trial, wall against trial time,
-    task checkpoints left per trial, and the answer time of `status`, `best` and `report` on it."""
+    task checkpoints left per trial, and the answer time of `status`, `best` and `report` on it.
+
+    `storage`/`tracking` default to a folder and SQLite in it (an s3:// study passes its bucket and server)."""
     from sweeper.running.launch import launch, spec_text
 
-    raw = study_raw(f"ray_{n}", str(work / "ray"), f"sqlite:///{work / 'ray' / 'mlflow.db'}")
+    raw = study_raw(f"ray_{n}", storage or str(work / "ray"), tracking or f"sqlite:///{work / 'ray' / 'mlflow.db'}")
     raw["search"] = {"optim.lr": {"grid": [round(0.01 + 0.2 * i / n, 6) for i in range(n)]}}
     raw["max_concurrent_trials"] = 2
     raw["resources"] = {"cpu": 1}
     raw["base"]["data"]["num_tasks"] = tasks
     spec = parse_study(raw)
-    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0, ray0 = resource.getrusage(resource.RUSAGE_SELF), ray_process_cpu()
     start = time.perf_counter()
     launch(spec, spec_text(spec), verbose=False)
     wall = time.perf_counter() - start
-    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu1, ray1 = resource.getrusage(resource.RUSAGE_SELF), ray_process_cpu()
     frame = results.read_trials(spec.store)
     driver_cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
     row = {
         "trials": n,
+        "storage": "s3" if spec.remote_storage else "folder",
         "tasks": tasks,
         "finished": int((frame["status"] == "FINISHED").sum()),
         "wall_s": wall,
@@ -342,7 +397,8 @@ def ray_study(n: int, work: Path, tasks: int) -> dict:
         "driver_cpu_per_trial_s": driver_cpu / n,
         "peak_rss_mb": cpu1.ru_maxrss / 1024,
         "bytes_per_trial": folder_bytes(spec.store) / n,
-        "checkpoints_per_trial": len(list((spec.study_dir / "tune").glob("*/checkpoint_*"))) / n,
+        "checkpoints_per_trial": len(checkpoint_folders(spec.store)) / n,
+        **{f"{k}_cpu_per_trial_s": (ray1[k] - ray0[k]) / n for k in ray0},
     }
     study_file = work / f"ray_{n}.yaml"
     study_file.write_text(yaml.safe_dump(raw))
@@ -363,6 +419,8 @@ def main() -> None:
     parser.add_argument("--ray", type=int, nargs="*", default=[], help="sizes of real Ray studies")
     parser.add_argument("--ray-tasks", type=int, default=3, help="tasks per trial of the Ray studies (3: a "
                         "trial saves one checkpoint more than `checkpoints: latest` keeps, so pruning is measured)")
+    parser.add_argument("--ray-storages", nargs="+", default=["folder"], choices=["folder", "s3"],
+                        help="where the Ray studies keep their results (s3: moto and an MLflow server on loopback)")
     parser.add_argument("--no-docs", action="store_true")
     parser.add_argument("--profile", type=Path, help="a folder: cProfile each Ray study's driver into ray_N.prof "
                         "(compare two sizes with bench/profile_growth.py)")
@@ -372,7 +430,7 @@ def main() -> None:
         work = Path(tmp)
         with contextlib.ExitStack() as stack:
             places = {"folder": str(work / "studies")}
-            if "s3" in args.storages:
+            if "s3" in args.storages or (args.ray and "s3" in args.ray_storages):
                 places["s3"] = stack.enter_context(moto_server(work))
             for n in args.sizes:
                 db = work / f"mlflow_{n}.db"
@@ -387,27 +445,37 @@ def main() -> None:
                             row = probe_layers(n, places[where], layout, tracking, args.probe, work)
                             rows.append(row)
                             print(json.dumps(row), flush=True)
-        for n in args.ray:
-            import ray
-
-            from sweeper.running.launch import loopback_only
-
-            loopback_only()
-            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-            profiler = cProfile.Profile() if args.profile else None
-            try:
-                if profiler:
-                    profiler.enable()
-                ray_rows.append(ray_study(n, work, args.ray_tasks))
-            finally:
-                if profiler:
-                    profiler.disable()
-                    args.profile.mkdir(parents=True, exist_ok=True)
-                    profiler.dump_stats(args.profile / f"ray_{n}.prof")
-                ray.shutdown()
-            print(json.dumps(ray_rows[-1]), flush=True)
+            for where in args.ray_storages:
+                for n in args.ray:
+                    if where == "s3":
+                        with mlflow_server(work / f"mlflow_ray_{n}.db", work) as tracking:
+                            ray_rows.append(ray_run(n, work, args, f"{places['s3']}/ray", tracking))
+                    else:
+                        ray_rows.append(ray_run(n, work, args))
+                    print(json.dumps(ray_rows[-1]), flush=True)
     if not args.no_docs:
         write_docs(rows, ray_rows, " ".join(sys.argv[1:]))
+
+
+def ray_run(n: int, work: Path, args: argparse.Namespace, storage: str = "", tracking: str = "") -> dict:
+    """One Ray study of n trials on a fresh local Ray (loopback only), profiled when asked."""
+    import ray
+
+    from sweeper.running.launch import loopback_only
+
+    loopback_only()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    profiler = cProfile.Profile() if args.profile else None
+    try:
+        if profiler:
+            profiler.enable()
+        return ray_study(n, work, args.ray_tasks, storage, tracking)
+    finally:
+        if profiler:
+            profiler.disable()
+            args.profile.mkdir(parents=True, exist_ok=True)
+            profiler.dump_stats(args.profile / f"ray_{n}{'_s3' if storage else ''}.prof")
+        ray.shutdown()
 
 
 def write_docs(rows: list[dict], ray_rows: list[dict], argv: str) -> None:
@@ -446,14 +514,18 @@ def write_docs(rows: list[dict], ray_rows: list[dict], argv: str) -> None:
         tasks = ray_rows[0]["tasks"]
         lines += ["", f"Real studies through Ray Tune (digits, 16 units, 1 epoch, {tasks} tasks, 2 trials at a time; "
                   "`status`, `best` and `report` timed on the finished study in a fresh process):", "",
-                  "| N trials | finished | wall s | sum of trial s | driver CPU s per trial | ratio to smallest N | "
-                  "peak RSS MB | bytes per trial | task checkpoints left per trial | `status` s | `best --top 5` s | "
-                  "`report` s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        base = ray_rows[0]["driver_cpu_per_trial_s"]
+                  "| N trials | storage | finished | wall s | sum of trial s | driver CPU s per trial | "
+                  "ratio to smallest N | GCS, raylet, Ray helpers CPU s per trial | peak RSS MB | bytes per trial | "
+                  "task checkpoints left per trial | "
+                  "`status` s | `best --top 5` s | `report` s |", "|---" * 14 + "|"]
+        base = {}  # the ratio is to the smallest study on the same storage
         for r in ray_rows:
+            base.setdefault(r["storage"], r["driver_cpu_per_trial_s"])
             lines.append(
-                f"| {r['trials']:,} | {r['finished']} | {r['wall_s']:.0f} | {r['sum_trial_s']:.0f} | "
-                f"{r['driver_cpu_per_trial_s']:.3f} | {r['driver_cpu_per_trial_s'] / base:.2f} | "
+                f"| {r['trials']:,} | {r['storage']} | {r['finished']} | {r['wall_s']:.0f} | {r['sum_trial_s']:.0f} | "
+                f"{r['driver_cpu_per_trial_s']:.3f} | {r['driver_cpu_per_trial_s'] / base[r['storage']]:.2f} | "
+                f"{r['gcs_cpu_per_trial_s']:.3f}, {r['raylet_cpu_per_trial_s']:.3f}, "
+                f"{r['helpers_cpu_per_trial_s']:.3f} | "
                 f"{r['peak_rss_mb']:.0f} | {r['bytes_per_trial'] / 1024:.0f} KiB | {r['checkpoints_per_trial']:.2f} | "
                 f"{r['status_s']:.1f} | {r['best_s']:.1f} | {r['report_s']:.1f} |"
             )
