@@ -353,6 +353,7 @@ def test_killed_launch_resumes_on_a_fresh_head_exactly_once(study, s3):
     resumed = study["resumed"]
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"study {NAME} done: results in {study['storage']}/{NAME}" in resumed.stdout
+    assert "View run" not in resumed.stdout + resumed.stderr  # MLflow's per-run URL lines stay off the console
 
     trials = table(s3, "trials.parquet")
     assert len(trials) == 2 and trials["trial_id"].is_unique and set(trials["status"]) == {"FINISHED"}

@@ -40,6 +40,9 @@ def tracking_client(uri: str, create: bool = True) -> MlflowClient:
     For a SQLite store the first connection creates the schema; a file lock beside the database
     keeps two drivers (two studies sharing one store) from creating it at the same time.
     """
+    # MLflow prints two "View run ... at" lines to stdout for every run a server-backed client ends, after one
+    # more GET of the run: a launch's console is its status line, not a line pair per trial (a user's value wins)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     lock = None
     if uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///"))
