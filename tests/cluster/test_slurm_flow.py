@@ -134,7 +134,8 @@ def test_a_study_requeued_at_its_time_limit_finishes_exactly_once_on_two_nodes(s
         if state.get("JobState") == "PENDING" and restarts and not extended:
             # requeued: Slurm holds it until its BeginTime, the credential lifetime after the requeue (20 s in
             # this cluster), so that the run it ended is over on every node first: the test used to start it at
-            # once (StartTime=now), and on a fast machine the ended run's late exit then marked the job FAILED.
+            # once (StartTime=now), and on a fast machine the job then went FAILED (NonZeroExitCode) a second
+            # after restarting, with no line from its new run: most likely the ended run's late exit.
             # The resumed run gets room to finish (a requeued job keeps its time limit otherwise).
             extended = slurm.run("scontrol", "update", f"JobId={job}", "TimeLimit=00:15:00").returncode == 0
         elif not restarts and not sent_by_test and task_reports(spec) >= 0.85 * TRIALS * TASKS:
