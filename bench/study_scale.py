@@ -25,6 +25,7 @@ import contextlib
 import cProfile
 import json
 import os
+import re
 import resource
 import socket
 import subprocess
@@ -47,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TASKS = 3
 BUCKET = "scale"
+CHECKPOINT = re.compile(r".*/checkpoint_\d+")  # a file's path up to its task checkpoint folder
 
 
 def study_raw(name: str, storage: str, tracking: str) -> dict:
@@ -168,9 +170,8 @@ def checkpoint_folders(store: StudyStore) -> set[str]:
     import pyarrow.fs as pafs
 
     selector = pafs.FileSelector(f"{store.root}/tune", recursive=True, allow_not_found=True)
-    paths = (i.path for i in store.fs.get_file_info(selector) if i.type == pafs.FileType.File)
-    return {p.rsplit("/checkpoint_", 1)[0] + "/checkpoint_" + p.rsplit("/checkpoint_", 1)[1].split("/")[0]
-            for p in paths if "/checkpoint_" in p}
+    infos = store.fs.get_file_info(selector)
+    return {m.group(0) for i in infos if i.type == pafs.FileType.File and (m := CHECKPOINT.match(i.path))}
 
 
 def probe_layers(n: int, storage: str, layout: str, tracking: str, probe: int, work: Path) -> dict:
@@ -331,18 +332,17 @@ def ray_process_cpu() -> dict[str, float]:
     `raylet` and `helpers` (Ray's monitor, log monitor, dashboard and runtime-env agents), so that a growth
     outside the driver shows. Trial workers are not counted: they exit unreaped, and their time goes with them."""
     tick = os.sysconf("SC_CLK_TCK")
-    parent, times = {}, {}
+    children, times = {}, {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError, IndexError, ValueError):
                 text = (entry / "stat").read_text()
                 name, rest = text[text.index("(") + 1: text.rindex(")")], text[text.rindex(")") + 2:].split()
-                parent[int(entry.name)] = int(rest[1])
+                children.setdefault(int(rest[1]), []).append(int(entry.name))
                 times[int(entry.name)] = (name, (int(rest[11]) + int(rest[12])) / tick)  # utime + stime
     mine, todo = set(), [os.getpid()]
     while todo:
-        pid = todo.pop()
-        kids = [p for p, pp in parent.items() if pp == pid]
+        kids = children.get(todo.pop(), [])
         mine.update(kids)
         todo += kids
     cpu = {"gcs": 0.0, "raylet": 0.0, "helpers": 0.0}

@@ -110,14 +110,14 @@ class SlurmCluster:
             raise
         return self
 
-    def node_states(self) -> str:
-        """Each node's state as sinfo prints it, by node name ("n1 idle, n2 comp")."""
-        out = self.run("sinfo", "--noheader", "--Node", "--format=%n %t").stdout.strip().splitlines()
-        return ", ".join(sorted(set(out)))
+    def node_states(self) -> dict[str, str]:
+        """Each node's state as sinfo prints it ({"n1": "idle", "n2": "comp"})."""
+        out = self.run("sinfo", "--noheader", "--Node", "--format=%n %t").stdout.split()
+        return dict(zip(out[::2], out[1::2], strict=True))
 
     def both_idle(self) -> bool:
         """Both nodes idle: no job, and no earlier run of one still completing on them."""
-        return [part.split()[-1] for part in self.node_states().split(", ")].count("idle") == len(NODES)
+        return list(self.node_states().values()).count("idle") == len(NODES)
 
     def _start_munge(self) -> None:
         folder = self.base / "munge"
