@@ -1,4 +1,5 @@
-"""The learning-rate schedule and the penalty's stability number, shared by the sequential and packed trainers."""
+"""The learning-rate schedule, the penalty's stability number and its runaway test, shared by the sequential
+and packed trainers."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from anpyc_core.config import OptimConfig
 
 #: Above this, lr·2λ·Ω makes the penalty's gradient step overshoot θ* by more than the distance it corrects.
 DIVERGENCE_LIMIT = 2.0
+#: A penalty past this multiple of max(1, the epoch's training loss) has run away (see `runaway_penalty`).
+RUNAWAY_RATIO = 1e6
 
 
 def learning_rate(
@@ -49,3 +52,24 @@ def stability_message(task: int, numbers: dict[str, float]) -> list[str]:
             f"{DIVERGENCE_LIMIT:g}: the penalty step will diverge; lower strategy.lam or optim.lr"
         )
     return lines
+
+
+def runaway_penalty(strategy, loss: float) -> str | None:
+    """Why a finite run has diverged through its penalty, or None.
+
+    Under `consolidation: penalty` each task starts at θ = θ*, where the penalty λΣΩ(θ − θ*)² is 0, and
+    SGD descends loss + penalty, so while the step is stable the penalty stays of the order of the loss the
+    task started from (a few nats). Past the stability limit the distance to θ* grows by a factor
+    |1 − lr·2λΩ| > 1 each step: the penalty climbs by orders of magnitude while the loss, though useless,
+    can stay finite for a whole task (a run wiped every task at penalty 4e15 and loss 69). A penalty above
+    RUNAWAY_RATIO · max(1, loss) is that climb; it is also a non-finite penalty."""
+    s = strategy.cfg.strategy
+    if not s.regularised or s.consolidation != "penalty" or not strategy.penalty_scale():
+        return None
+    penalty = strategy.penalty()
+    if penalty == penalty and penalty <= RUNAWAY_RATIO * max(1.0, loss):
+        return None
+    return (
+        f"penalty {penalty:.3g} ran away (training loss {loss:.4g}): lr·2λ·Ω is past the stability limit "
+        f"{DIVERGENCE_LIMIT:g}; lower strategy.lam or optim.lr"
+    )

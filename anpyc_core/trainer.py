@@ -34,7 +34,7 @@ from anpyc_core.run_state import (
     derive_seed,
     resolve_device,
 )
-from anpyc_core.schedule import learning_rate, per_step, stability_message, stability_numbers
+from anpyc_core.schedule import learning_rate, per_step, runaway_penalty, stability_message, stability_numbers
 from anpyc_core.strategies import Phase, build_model, build_strategy
 
 
@@ -236,6 +236,8 @@ class Trainer(CheckpointFiles):
     def _check_loss(self, t: int, epoch: int, loss: float) -> float:
         if not torch.isfinite(torch.tensor(loss)):
             raise TrainingDiverged(f"task {t + 1} epoch {epoch + 1}: training loss became {loss}")
+        if (why := runaway_penalty(self.strategy, loss)) is not None:
+            raise TrainingDiverged(f"task {t + 1} epoch {epoch + 1}: {why}")
         penalty = self.strategy.penalty() if self.cfg.strategy.regularised else 0.0
         self.progress(f"  task {t + 1} epoch {epoch + 1}: loss {loss:.4f} penalty {penalty:.4g}")
         return loss

@@ -224,6 +224,23 @@ def test_a_diverging_member_stops_and_the_others_go_on():
     others_follow_their_sequential_runs(cfgs, pack, outcome, (0, 2))
 
 
+def test_a_member_whose_penalty_runs_away_stops_as_diverged_and_the_others_go_on():
+    # member 1's λ = 1000 puts its penalty step past the stability limit (tests/test_trainer.py): it stops with
+    # the sequential trainer's reason, the others end as their sequential runs
+    strategy, varied = CASES["ewc"]
+    cfgs = [member_config(strategy, varied, k, **{"strategy.lam": [10, 1000, 20]}) for k in range(3)]
+    pack = PackedTrainer(cfgs)
+    for _ in pack.run():
+        pass
+    outcome = pack.results()
+    assert isinstance(outcome[1], TrainingDiverged) and "ran away" in str(outcome[1])
+    with pytest.raises(TrainingDiverged) as sequential:
+        for _ in Trainer(cfgs[1]).run():
+            pass
+    assert str(outcome[1]) == str(sequential.value)
+    others_follow_their_sequential_runs(cfgs, pack, outcome, (0, 2))
+
+
 def test_a_stopped_member_freezes_survives_a_resume_and_the_others_go_on(tmp_path):
     strategy, varied = CASES["anpyc"]
     cfgs = [member_config(strategy, varied, k) for k in range(3)]

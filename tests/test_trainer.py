@@ -131,3 +131,19 @@ def test_diverging_loss_raises_a_clear_error(make_trainer):
     tr = make_trainer(optim__lr=1e6, strategy__pruning="none", strategy__method="finetune")
     with pytest.raises(TrainingDiverged, match="task 1 epoch .*loss became"):
         finish(tr)
+
+
+def test_a_penalty_past_the_stability_limit_is_a_divergence_while_the_loss_is_still_finite(make_trainer):
+    # EWC at λ = 1000 on digits: the stability number lr·2λ·max Ω is 3.1 before task 2, so the penalty step
+    # grows the distance to θ* every step. The run's loss stays finite (1.6e5 at task 3) while the penalty
+    # reaches 1e19: before the runaway test it finished with every task wiped. 1e6 × max(1, loss) is the
+    # runaway bound (anpyc_core/schedule.py); a stable run's penalty stays of the order of its loss.
+    lines = []
+    tr = make_trainer(strategy__method="ewc", strategy__lam=1000.0, progress=lines.append)
+    with pytest.raises(TrainingDiverged, match=r"task \d epoch \d+: penalty .* ran away \(training loss") as err:
+        finish(tr)
+    loss = float(str(err.value).split("training loss ")[1].split(")")[0])
+    assert loss == loss and loss != float("inf")  # the loss alone would not have stopped it
+    assert any(line.startswith("warning: task 2: lr·2λ·max Ω") for line in lines)  # it was warned of
+    stable = finish(make_trainer(strategy__method="ewc", strategy__lam=100.0))  # stability 0.41: no false alarm
+    assert stable.metrics["acc"] > 60

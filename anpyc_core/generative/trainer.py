@@ -47,7 +47,7 @@ from anpyc_core.run_state import (
     derive_seed,
     resolve_device,
 )
-from anpyc_core.schedule import learning_rate, per_step
+from anpyc_core.schedule import learning_rate, per_step, runaway_penalty
 from anpyc_core.strategies.base import Phase
 
 FID_FIRST = 5  # Table III reports FID on the first five tasks
@@ -222,6 +222,8 @@ class GenerativeTrainer(CheckpointFiles):
         loss = float(total) / max(1, batches)
         if not np.isfinite(loss):
             raise TrainingDiverged(f"task {t + 1} epoch {epoch + 1}: training loss became {loss}")
+        if (why := runaway_penalty(self.strategy, loss)) is not None:
+            raise TrainingDiverged(f"task {t + 1} epoch {epoch + 1}: {why}")
         self.progress(f"  task {t + 1} epoch {epoch + 1}: loss {loss:.4f} penalty {self.strategy.penalty():.4g}")
         return loss
 

@@ -38,7 +38,7 @@ from anpyc_core.run_state import (
     resolve_device,
     save_atomically,
 )
-from anpyc_core.schedule import DIVERGENCE_LIMIT, learning_rate, per_step, stability_numbers
+from anpyc_core.schedule import DIVERGENCE_LIMIT, learning_rate, per_step, runaway_penalty, stability_numbers
 from anpyc_core.strategies import Strategy
 from anpyc_core.strategies.base import RoundGuard
 from anpyc_core.trainer import Trainer
@@ -230,6 +230,8 @@ class PackedTrainer:
                 self.last_loss[k] = loss
                 if not torch.isfinite(torch.tensor(loss)):
                     self.diverged[k] = f"task {t + 1} epoch {counters[k]}: training loss became {loss}"
+                elif (why := runaway_penalty(self.members[k].strategy, loss)) is not None:
+                    self.diverged[k] = f"task {t + 1} epoch {counters[k]}: {why}"
                 elif stale[k].exhausted(loss):
                     waiting.discard(k)
             finite = [v for v in losses if v == v and abs(v) != float("inf")]
