@@ -1,5 +1,5 @@
-"""The learning-rate schedule, the penalty's stability number and its runaway test, shared by the sequential
-and packed trainers."""
+"""The learning-rate schedule, the penalty's stability number and its runaway test, shared by the sequential,
+packed and generative trainers."""
 
 from __future__ import annotations
 
