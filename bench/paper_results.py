@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -280,7 +281,7 @@ FINDINGS = {
         "cores beside a VGG-9 study); task 1 is the same run as there (the Fig. 9 kurtosis repeats to the digit). "
         "**The paper's direction holds for the first layer only:** the Fréchet distance between the first and "
         "last task's weight distributions is larger for ANPyC than for fine-tuning in layer 1 (0.0041 against "
-        "0.0030) and smaller in layer 2 (0.0055 against 0.0063), as after 10 tasks (0.0055 / 0.0073 against "
+        "0.0030) and smaller in layer 2 (0.0055 against 0.0063), as after 10 tasks (0.0055 / 0.0072 against "
         "0.0050 / 0.0100). ANPyC moves the weights task 1 needs 3.4–5.1× less than fine-tuning "
         "(importance-weighted change 0.0027 / 0.0025 against 0.0093 / 0.0128); without pruning its "
         "distributions drift least of all (0.0021 / 0.0042), so the larger layer-1 distance comes from "
@@ -480,7 +481,7 @@ def study_section(name: str, storage: str) -> list[str] | None:
         lines += [FINDINGS[name], ""]
     if name in ANALYSED:
         lines += [
-            "Definitions (`sweeper/analysis.py`): Fig. 9 uses Ω after task 1 (all trunk weights and biases, "
+            "Definitions (`sweeper/reading/analysis.py`): Fig. 9 uses Ω after task 1 (all trunk weights and biases, "
             "min-max normalised per trial; kurtosis is excess kurtosis). Fig. 10 compares each trunk weight "
             "matrix after task 1 and after the last task: Fréchet distance between Gaussians fitted to the two "
             "weight distributions, and the change |θ_T − θ_1| weighted by task 1's ANPyC importance measured on "
@@ -493,9 +494,10 @@ def study_section(name: str, storage: str) -> list[str] | None:
         if analysis.exists():
             body = analysis.read_text().splitlines()[2:]  # drop its title
             body = ["#" + ln if ln.startswith("## ") else ln for ln in body]  # its sections nest under ours
-            lines += [ln.replace("](fig", f"](results/{name}/fig") for ln in body] + [""]
-        # fig9/fig10/fig7a are linked from analysis.md above; test the file name, not the path (fig10_drift)
-        images = [ln for ln in copy_figures(study_dir, name) if not ln.rsplit("/", 1)[1].startswith("fig")]
+            # its images (fig9/fig10/fig7a, cascade.png) are bare file names beside it: point them at the copies
+            lines += [re.sub(r"\]\(([\w.-]+\.png)\)", rf"](results/{name}/\1)", ln) for ln in body] + [""]
+        linked = "\n".join(lines)
+        images = [ln for ln in copy_figures(study_dir, name) if ln[ln.index("](") + 1 :] not in linked]
         lines += ["### Accuracy of each method in this study", "", "Test metrics (%) mean ± std over seeds.", ""]
         return lines + method_table(frame, None, study_dir) + [""] + images + [""]
     if done.empty:

@@ -3,8 +3,21 @@
 import numpy as np
 import pytest
 import torch
+import yaml
 
-from sweeper.reading.analysis import drift, frechet_1d, importance_stats, kurtosis, min_max, skewness, weighted_change
+from sweeper.reading.analysis import (
+    analysed_trials,
+    drift,
+    frechet_1d,
+    importance_stats,
+    kurtosis,
+    min_max,
+    skewness,
+    weighted_change,
+)
+from sweeper.storage import results
+from sweeper.study.spec import parse_study
+from tests.test_cli_study_commands import write_study
 
 
 def test_min_max_scales_to_unit_interval_and_handles_constants():
@@ -139,3 +152,18 @@ def test_the_cascade_table_reads_each_round_and_draws_freed_against_nominal(tmp_
     lines = cascade_section(spec, done, tmp_path)
     assert (tmp_path / "cascade.png").stat().st_size > 0
     assert "| free | trunk.0.weight | 20 | 60.0 ± 0.0 | 55.0 ± 0.0 |" in lines
+
+
+def test_a_trial_that_diverged_later_counts_for_task_one_and_not_for_the_last_task(tmp_path):
+    _, raw = write_study(tmp_path, name="sec5", ablations={"anpyc": {}}, seeds=[0, 1, 2, 3])
+    spec = parse_study(raw)
+    spec.store.write_text("study.yaml", yaml.safe_dump(raw))
+    rows = [("FINISHED", "r0"), ("DIVERGED", "r1"), ("ERROR", "r2"), ("DIVERGED", None)]  # None: never reached MLflow
+    for seed, (status, run_id) in enumerate(rows):
+        results.write_trial(
+            spec.store,
+            {"trial_id": f"t{seed}", "ablation": "anpyc", "seed": seed, "status": status, "mlflow_run_id": run_id},
+        )
+    done, task_one = analysed_trials(spec)
+    assert list(done["trial_id"]) == ["t0"]  # Fig. 10 and 7a read the last task: finished trials only
+    assert sorted(task_one["trial_id"]) == ["t0", "t1"]  # Fig. 9: also the trial that diverged after task 1

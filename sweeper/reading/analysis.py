@@ -96,8 +96,11 @@ def drift(first: dict, last: dict) -> list[dict]:
 
 
 # ---------------------------------------------------------------- loading
-def finished_trials(spec: StudySpec) -> pd.DataFrame:
-    """FINISHED rows of trials.parquet, or a RuntimeError saying why there are none."""
+def analysed_trials(spec: StudySpec) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(FINISHED rows, FINISHED and DIVERGED rows) of trials.parquet, or an error saying why there are none.
+
+    Fig. 9 reads Ω after task 1, which a trial that diverged in a later task has too: leaving it out would
+    keep only the seeds that survived the later tasks. Everything read at the last task uses FINISHED rows."""
     if not spec.store.exists("study.yaml"):
         raise QueryError(f"study {spec.name}: not found in {spec.tune_storage} (check --storage)")
     frame = results.read_trials(spec.store)
@@ -106,7 +109,7 @@ def finished_trials(spec: StudySpec) -> pd.DataFrame:
     done = frame[frame["status"] == "FINISHED"]
     if done.empty:
         raise RuntimeError(f"study {spec.name}: no FINISHED trial yet")
-    return done
+    return done, frame[frame["status"].isin(["FINISHED", "DIVERGED"]) & frame["mlflow_run_id"].notna()]
 
 
 def load_snapshots(spec: StudySpec, run_id: str) -> Snapshots:
@@ -239,16 +242,18 @@ def plot_capacity(table: pd.DataFrame, path: Path) -> None:
 # ---------------------------------------------------------------- report
 def write_analysis(spec: StudySpec) -> Path:
     """Write analysis.md and its figures into <study>/report; returns the markdown path."""
-    done = finished_trials(spec)
-    snaps = {r.trial_id: load_snapshots(spec, r.mlflow_run_id) for r in done.itertuples()}
+    done, task_one = analysed_trials(spec)
+    snaps = {r.trial_id: load_snapshots(spec, r.mlflow_run_id) for r in task_one.itertuples()}
     out = spec.study_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Section V analyses: {spec.name}", "", "Mean ± std over seeds; one row per ablation.", ""]
-    stats, pooled = importance_table(done, snaps)
+    stats, pooled = importance_table(task_one, snaps)
     if len(stats):
         plot_importance(pooled, out / "fig9_importance.png")
         table = mean_std(stats, ["ablation"], ["kurtosis", "skewness"])
         lines += ["## Importance distributions after task 1 (paper Fig. 9)", "", "![Fig. 9](fig9_importance.png)", ""]
+        if (task_one["status"] == "DIVERGED").any():
+            lines += ["Trials that diverged in a later task count here with their Ω after task 1.", ""]
         lines += ["| ablation | n | kurtosis | skewness |", "|---|---|---|---|"]
         counts = stats.groupby("ablation").size()
         lines += [
