@@ -135,3 +135,46 @@ def test_colours_are_distinct_within_a_figure_and_stable_across_sets():
     got = colours_for(names)
     assert len(set(got.values())) == len(names)
     assert colours_for(["ewc", "variant_3"])["ewc"] == got["ewc"] == colours_for(["mas", "ewc"])["ewc"]
+
+
+def test_every_method_is_named_on_a_long_ablation_axis(tmp_path, monkeypatch):
+    """13 methods (section5_analyses): the ablation axis has no legend, so every tick is labelled (it used to
+    label every other one, leaving half the points without a name)."""
+    order = [f"method_{k:02d}" for k in range(13)]
+    rows = [
+        {**trial(10 * k + s, 1.0, acc=60.0 + k), "ablation": n, "seed": s} for k, n in enumerate(order) for s in (0, 1)
+    ]
+    spec = make_study(tmp_path, rows, search={}, ablations={n: {} for n in order})
+    figures = capture(monkeypatch)
+    report.write_report(spec)
+    ax = next(f.axes[0] for f in figures if f.axes and "test_acc against ablation" in f.axes[0].get_title())
+    assert [t.get_text() for t in ax.get_xticklabels()] == order
+
+
+def test_ablations_that_diverged_at_one_value_are_marked_one_above_the_other(tmp_path, monkeypatch):
+    """Two ablations diverged at λ = 32 (table1_split_lambda: ANPyC and MAS at λ = 4, 10, 100): both marks and
+    both counts are visible, not drawn on the same spot."""
+    from matplotlib.colors import to_hex
+
+    from sweeper.reading.colours import colours_for
+
+    rows = []
+    for k, name in enumerate(["anpyc", "mas"]):
+        rows += [{**trial(10 * k + s, 0.5), "ablation": name, "seed": s} for s in (0, 1)]
+        rows += [{**trial(10 * k + 2 + s, 32.0, status="DIVERGED"), "ablation": name, "seed": s} for s in (0, 1)]
+    grid = {"strategy.lam": {"grid": [0.5, 32.0]}}
+    spec = make_study(tmp_path, rows, ablations={"anpyc": {}, "mas": {}}, search=grid)
+    figures = capture(monkeypatch)
+    report.write_report(spec)
+    ax = next(f.axes[0] for f in figures if f.axes and "test_acc against strategy.lam" in f.axes[0].get_title())
+    figure = ax.figure
+    figure.canvas.draw()
+    marks = [ln for ln in ax.get_lines() if ln.get_marker() == "x"]
+    colours = colours_for(["anpyc", "mas"])
+    assert sorted(to_hex(m.get_color()) for m in marks) == sorted(colours.values())  # one mark per ablation
+    where = [m.get_transform().transform((m.get_xdata()[0], m.get_ydata()[0])) for m in marks]
+    assert abs(where[0][0] - where[1][0]) < 1e-6  # the same value ...
+    gap_pt = abs(where[0][1] - where[1][1]) * 72 / figure.dpi
+    assert abs(gap_pt - report.DIVERGED_STEP_PT) < 1e-6  # ... one step apart, not on one spot
+    labels = [t for t in ax.texts if t.get_text() == "2 div."]
+    assert len(labels) == 2

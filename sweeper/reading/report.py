@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -12,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
+from matplotlib.transforms import offset_copy  # noqa: E402
 
 from sweeper.reading.colours import colours_for  # noqa: E402
 from sweeper.reading.generative_report import generative_section  # noqa: E402
@@ -44,6 +46,7 @@ def summary_table(frame: pd.DataFrame, column: str, metrics: list[str]) -> pd.Da
 
 #: at most this many labelled ticks on a parameter axis
 MAX_VALUE_TICKS = 12
+DIVERGED_STEP_PT = 12  # points between the diverged marks of two ablations at one value
 
 
 def plot_against(
@@ -59,9 +62,10 @@ def plot_against(
     same in every figure); the grid values are the ticks (a categorical axis in `order`, e.g. the study's
     ablations); a point over fewer seeds than the most any point has is hollow and says n; configurations
     with diverged trials are marked (an x at the axis bottom when no seed finished)."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
     numeric = pd.api.types.is_numeric_dtype(table["value"])
     pool = pd.Series(list(set(table["value"]) | set(diverged["value"] if diverged is not None else [])))
+    # a categorical axis names every method (no legend there): wider when there are many
+    fig, ax = plt.subplots(figsize=(6.4 if numeric else max(6.4, 2.4 + 0.45 * len(pool)), 4.2))
     rank = {v: i for i, v in enumerate(order or [])}
     keys = dict(zip(pool, natural_order(pool), strict=True))  # one key pass, not one per value
     values = sorted(pool, key=lambda v: (rank.get(v, len(rank)), keys[v]) if rank and not numeric else keys[v])
@@ -91,8 +95,11 @@ def plot_against(
             )
     if diverged is not None and len(diverged):
         bottom = ax.get_ylim()[0]
+        stacked: dict[Any, int] = {}  # ablations diverged at one value: their marks one above the other
         for i, r in enumerate(diverged.itertuples()):
             colour = colours.get(r.ablation, "red")
+            level = stacked[r.value] = stacked.get(r.value, -1) + 1
+            at = offset_copy(ax.transData, fig=fig, y=DIVERGED_STEP_PT * level, units="points")
             ax.plot(
                 position[r.value],
                 bottom,
@@ -101,23 +108,24 @@ def plot_against(
                 markersize=10,
                 mew=2,
                 clip_on=False,
+                transform=at,
                 label="diverged" if i == 0 else None,
             )
             ax.annotate(
                 f"{r.n} div.",
                 (position[r.value], bottom),
+                xycoords=at,
                 textcoords="offset points",
-                xytext=(4, 4),
+                xytext=(6, -3),
                 fontsize=7,
                 color=colour,
             )
     if numeric and min(values) > 0 and max(values) / min(values) >= 20:
         ax.set_xscale("log")
     if not numeric or len(values) <= MAX_VALUE_TICKS:  # a grid's values are the ticks
-        shown = values[:: -(-len(values) // MAX_VALUE_TICKS)]  # a long categorical axis: every k-th label
         ax.set_xticks(
-            [position[v] for v in shown],
-            [f"{v:g}" if numeric else str(v) for v in shown],
+            [position[v] for v in values],
+            [f"{v:g}" if numeric else str(v) for v in values],
             rotation=0 if numeric else 35,
             ha="center" if numeric else "right",
             rotation_mode="anchor",
