@@ -54,8 +54,8 @@ def stability_message(task: int, numbers: dict[str, float]) -> list[str]:
     return lines
 
 
-def runaway_penalty(strategy, loss: float) -> str | None:
-    """Why a finite run has diverged through its penalty, or None.
+def runaway_penalty(strategy, loss: float, penalty: float | None = None) -> str | None:
+    """Why a finite run has diverged through its penalty, or None (`penalty`: its value, when the caller has it).
 
     Under `consolidation: penalty` each task starts at θ = θ*, where the penalty λΣΩ(θ − θ*)² is 0, and
     SGD descends loss + penalty, so while the step is stable the penalty stays of the order of the loss the
@@ -66,7 +66,7 @@ def runaway_penalty(strategy, loss: float) -> str | None:
     s = strategy.cfg.strategy
     if not s.regularised or s.consolidation != "penalty" or not strategy.penalty_scale():
         return None
-    penalty = strategy.penalty()
+    penalty = strategy.penalty() if penalty is None else penalty
     if penalty == penalty and penalty <= RUNAWAY_RATIO * max(1.0, loss):
         return None
     return (

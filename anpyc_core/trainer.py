@@ -236,9 +236,9 @@ class Trainer(CheckpointFiles):
     def _check_loss(self, t: int, epoch: int, loss: float) -> float:
         if not torch.isfinite(torch.tensor(loss)):
             raise TrainingDiverged(f"task {t + 1} epoch {epoch + 1}: training loss became {loss}")
-        if (why := runaway_penalty(self.strategy, loss)) is not None:
-            raise TrainingDiverged(f"task {t + 1} epoch {epoch + 1}: {why}")
         penalty = self.strategy.penalty() if self.cfg.strategy.regularised else 0.0
+        if (why := runaway_penalty(self.strategy, loss, penalty)) is not None:
+            raise TrainingDiverged(f"task {t + 1} epoch {epoch + 1}: {why}")
         self.progress(f"  task {t + 1} epoch {epoch + 1}: loss {loss:.4f} penalty {penalty:.4g}")
         return loss
 

@@ -222,9 +222,10 @@ class GenerativeTrainer(CheckpointFiles):
         loss = float(total) / max(1, batches)
         if not np.isfinite(loss):
             raise TrainingDiverged(f"task {t + 1} epoch {epoch + 1}: training loss became {loss}")
-        if (why := runaway_penalty(self.strategy, loss)) is not None:
+        penalty = self.strategy.penalty()
+        if (why := runaway_penalty(self.strategy, loss, penalty)) is not None:
             raise TrainingDiverged(f"task {t + 1} epoch {epoch + 1}: {why}")
-        self.progress(f"  task {t + 1} epoch {epoch + 1}: loss {loss:.4f} penalty {self.strategy.penalty():.4g}")
+        self.progress(f"  task {t + 1} epoch {epoch + 1}: loss {loss:.4f} penalty {penalty:.4g}")
         return loss
 
     def mixed_batch(self, x: torch.Tensor, ids: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
