@@ -1,5 +1,6 @@
 """Kill -9 the driver mid-study; `launch --resume` finishes it exactly once (issue: reliability)."""
 
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from sweeper.running.launch import launch, spec_text
+from sweeper.running.tune_state import newest_state
 from sweeper.storage import results
 from sweeper.storage.store import StudyStore
 from sweeper.study.spec import parse_study
@@ -54,6 +56,20 @@ def running_past(folder, task):
     return any(t not in finished and n >= task for t, n in done.items())
 
 
+def saved_task(folder):
+    """The furthest task an unfinished trial had reported in Tune's newest saved experiment state (0: none).
+
+    Tune asks a trial for its task-k checkpoint as it processes the task-k result and lets the trial go on
+    only once that save is processed, so a state that holds a result of task k names a checkpoint of task
+    k - 1 or later: this is what a resume restores from, whatever the results tables already show."""
+    state = newest_state(StudyStore(str(folder)))
+    furthest = 0
+    for trial_json, runtime_json in (state or {}).get("trial_data") or []:
+        if json.loads(trial_json).get("status") != "TERMINATED":
+            furthest = max(furthest, int((json.loads(runtime_json).get("last_result") or {}).get("task", 0)))
+    return furthest
+
+
 @pytest.mark.e2e
 def test_killed_driver_resumes_with_exact_counts_and_identical_metrics(tmp_path, ray_session):
     study_file = tmp_path / "study.yaml"
@@ -67,7 +83,13 @@ def test_killed_driver_resumes_with_exact_counts_and_identical_metrics(tmp_path,
         stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 240
-    while not running_past(spec.study_dir, 4) and time.time() < deadline and driver.poll() is None:
+    # kill once Tune's saved state (not only the results tables, which its snapshot trails by up to a period
+    # and more under load) names a checkpoint past task 1 for a trial in flight
+    while (
+        not (running_past(spec.study_dir, 4) and saved_task(spec.study_dir) >= 3)
+        and time.time() < deadline
+        and driver.poll() is None
+    ):
         time.sleep(0.3)
     assert driver.poll() is None, "the study finished before it could be killed"
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray instance it started
