@@ -72,6 +72,24 @@ def test_best_ranks_configurations_by_seed_mean_not_single_trials(tmp_path):
     assert "ranked by mean val_acc over seeds" in table and "79.00 ± 1.41" in table
 
 
+def test_a_configuration_that_lost_a_seed_ranks_after_every_one_that_lost_none(tmp_path):
+    path = recorded_study(
+        tmp_path,
+        [
+            ("full", 32.0, 0, {"val_acc": 95.0, "test_acc": 94.0}),  # the best mean of its survivors ...
+            ("full", 0.5, 0, {"val_acc": 80.0, "test_acc": 79.0}),
+            ("full", 0.5, 1, {"val_acc": 78.0, "test_acc": 77.0}),
+        ],
+    )
+    spec = parse_study(yaml.safe_load(path.read_text()))
+    lost = {"trial_id": "t9", "study": spec.name, "ablation": "full", "seed": 1, "status": "DIVERGED"}
+    results.write_trial(spec.store, lost | {"cfg.strategy.lam": 32.0, "prune_flags": 0})  # ... whose seed 1 diverged
+    rows = json.loads(CliRunner().invoke(app, ["best", str(path), "--json"]).output)
+    assert [(r["params"]["strategy.lam"], r["diverged"], r["n"]) for r in rows] == [(0.5, 0, 2), (32.0, 1, 1)]
+    table = CliRunner().invoke(app, ["best", str(path)]).output.splitlines()
+    assert "[1 diverged, ranked last]" in table[-1] and "[" not in table[-2]
+
+
 def test_best_of_a_multi_objective_study_is_its_pareto_set(tmp_path):
     objectives = [{"metric": "val_acc", "mode": "max"}, {"metric": "val_forgetting", "mode": "min"}]
     path = recorded_study(

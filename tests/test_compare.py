@@ -59,6 +59,18 @@ def test_verdicts_follow_the_paired_interval_and_diverged_runs_are_counted(tmp_p
     assert rows["hot"].diverged == 1 and rows["hot"].n == 4 and rows["hot"].verdict == "no difference at this n"
 
 
+def test_a_configuration_where_a_seed_diverged_is_chosen_only_when_every_one_did(tmp_path):
+    better = [v + 2 for v in REFERENCE]
+    _, spec = study_with(tmp_path, {"full": REFERENCE, "b": better, "all_lost": [*REFERENCE[:4], None]}, lam=(0.5, 2.0))
+    frame = results.read_trials(spec.store)
+    row = frame[frame.trial_id == "b_2.0_4"].iloc[0].to_dict()  # b's best λ on validation loses seed 4
+    results.write_trial(spec.store, {**row, "status": "DIVERGED", "test_acc": None, "val_acc": None})
+    rows = {r.group: r for r in compare(spec)}
+    assert (rows["b"].config, rows["b"].n, rows["b"].diverged) == ("strategy.lam=0.5", 5, 0)
+    assert rows["b"].mean == pytest.approx(2.0 - 5.0)  # λ = 0.5 sits 5 points lower on every seed
+    assert (rows["all_lost"].config, rows["all_lost"].diverged) == ("strategy.lam=2.0", 1)  # no stable choice
+
+
 def test_groups_without_shared_seeds_are_compared_unpaired(tmp_path):
     _, spec = study_with(tmp_path, {"full": REFERENCE, "other": [v + 10 for v in REFERENCE]})
     frame = results.read_trials(spec.store)

@@ -172,6 +172,7 @@ def best(
     for i, r in enumerate(rows, 1):
         cells = "".join(f"{fmt_mean_std(r[m], r[m + '_std']):>20}" for m in [*metrics, "test_acc"])
         flag = f"  [pruning flagged in {r['flagged']} trial(s)]" if r.get("flagged") else ""
+        flag += f"  [{r['diverged']} diverged, ranked last]" if r.get("diverged") else ""
         typer.echo(f"{i:<5}{r['ablation']:<18}{cells}{r['n']:>4}  {r['params']}{flag}")
 
 

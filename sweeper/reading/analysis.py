@@ -224,8 +224,9 @@ def plot_capacity(table: pd.DataFrame, path: Path) -> None:
     continual-learning state) and trunk weights in use (not left free by pruning)."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     markers = "osD^vP*Xhp<>"
+    colours = colours_for(sorted(table["ablation"].astype(str).unique()))  # as in every other figure
     for k, (ablation, part) in enumerate(table.groupby("ablation")):
-        style = {"marker": markers[k % len(markers)], "label": ablation, "alpha": 0.85}
+        style = {"marker": markers[k % len(markers)], "label": ablation, "alpha": 0.85, "color": colours[str(ablation)]}
         axes[0].plot(part["after_task"], part["stored_total"], **style)
         axes[1].plot(part["after_task"], part["trunk_in_use"], **style)
     for ax, title in zip(axes, ("values stored (params + state)", "trunk weights in use"), strict=True):
@@ -233,9 +234,9 @@ def plot_capacity(table: pd.DataFrame, path: Path) -> None:
         ax.set_xlabel("tasks learned")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the lines, never over them
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 

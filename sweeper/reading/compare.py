@@ -1,9 +1,10 @@
 """`anpyc-sweep compare`: each ablation (or method) of a study against its reference, with a 95 % interval.
 
 For every group its configuration is the one `best` would pick (the searched values with the best mean
-validation objective); the compared metric (test accuracy by default: selection on validation, reporting on
-test) is then taken per seed. Where the group and the reference share seeds the difference is paired over
-those seeds (the seeds fix data order and initialisation, so pairing removes their shared variance);
+validation objective among those where no seed diverged); the compared metric (test accuracy by default:
+selection on validation, reporting on test) is then taken per seed. Where the group and the reference
+share seeds the difference is paired over those seeds (the seeds fix data order and initialisation, so
+pairing removes their shared variance);
 otherwise the two are compared unpaired (Welch). The reference, unless named, is the first group (in the
 study's order) whose chosen configuration finished on the most seeds, so a reference that lost seeds to
 divergence does not turn every row into an unpaired n = 1 comparison. The interval is Student's t at
@@ -26,6 +27,8 @@ from sweeper.storage import results
 from sweeper.study.spec import QueryError, StudySpec
 
 CONFIDENCE = 0.95
+#: statuses of a run that did not finish its tasks (it diverged, or its trainer failed)
+DIVERGED_STATUSES = ("DIVERGED", "ERROR")
 #: metrics where lower is better
 LOWER_IS_BETTER = ("forgetting", "fid")
 
@@ -53,7 +56,9 @@ def lower_is_better(metric: str) -> bool:
 
 
 def chosen_rows(frame: pd.DataFrame, spec: StudySpec, by: str, group: str, objective: str) -> pd.DataFrame:
-    """The trials of `group` at its best configuration by the mean validation objective (all statuses)."""
+    """The trials of `group` at its best configuration by the mean validation objective (all statuses); a
+    configuration where some seed diverged is chosen only when every one did (the mean of its survivors
+    would flatter it)."""
     rows = frame[frame[by] == group]
     columns = [f"cfg.{k}" for k in spec.search if f"cfg.{k}" in rows]
     if not columns:
@@ -62,6 +67,9 @@ def chosen_rows(frame: pd.DataFrame, spec: StudySpec, by: str, group: str, objec
     if done.empty:
         return rows.iloc[0:0]
     means = done.groupby(columns, dropna=False)[objective].mean()
+    lost = rows[rows["status"].isin(DIVERGED_STATUSES)].groupby(columns, dropna=False).size()
+    stable = means[[key not in lost.index for key in means.index]]
+    means = stable if len(stable) else means  # as `best` ranks: a configuration that lost a seed comes last
     best = means.idxmax() if not lower_is_better(objective) else means.idxmin()
     best = best if isinstance(best, tuple) else (best,)
     mask = np.ones(len(rows), dtype=bool)
@@ -154,7 +162,7 @@ def compare(
         if group == reference:
             continue
         rows = chosen[group]
-        diverged = int((rows["status"] == "DIVERGED").sum())
+        diverged = int(rows["status"].isin(DIVERGED_STATUSES).sum())
         done = rows[rows["status"] == "FINISHED"].dropna(subset=[metric]).set_index("seed")[metric]
         shared = sorted(set(done.index) & set(ref_done.index))
         searched = {k: rows[f"cfg.{k}"].iloc[0] for k in spec.search if f"cfg.{k}" in rows and len(rows)}

@@ -6,11 +6,13 @@ import json
 import os
 import statistics
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import yaml
 
 from anpyc_core.config import apply_overrides, parse_override, validate_config
+from sweeper.reading.compare import DIVERGED_STATUSES
 from sweeper.storage import results
 from sweeper.study.spec import QueryError, StudySpec
 from sweeper.tracking.mlflow_store import (
@@ -85,9 +87,12 @@ def _plain(value):
 def best_configs(spec: StudySpec, top: int | None = None) -> list[dict]:
     """Configurations (ablation + searched values) ranked by the mean over seeds of the first objective.
 
-    Each entry: ablation, params (typed), n, seeds, run_ids, and per objective metric (plus test_acc)
-    its mean and std over the configuration's finished trials. With several objectives the entries
-    are the Pareto set of the means (none is better in every objective), ranked by the first.
+    Each entry: ablation, params (typed), n, seeds, run_ids, diverged (its runs that diverged or failed),
+    and per objective metric (plus test_acc) its mean and std over the configuration's finished trials.
+    A configuration that lost a seed ranks after every one that lost none (the mean of its survivors
+    would flatter it; docs/RESULTS.md's λ tables apply the same rule). With several objectives the entries
+    are the Pareto set of the means (none is better in every objective; one that lost a seed never
+    removes one that lost none), ranked by the first.
     Read from trials.parquet (one row per trial with its final metrics, config and MLflow run id): a
     10,000-trial study answers without loading every MLflow run."""
     # the run ids answered are MLflow's: a missing or corrupt tracking store is said (one cheap lookup)
@@ -99,25 +104,28 @@ def best_configs(spec: StudySpec, top: int | None = None) -> list[dict]:
     wanted = [*metrics, "test_acc"]
     if frame.empty or "status" not in frame:
         return []
+    columns = [f"cfg.{k}" for k in spec.search]
+    lost_rows = frame[frame["status"].isin(DIVERGED_STATUSES)].to_dict("records")
+    lost = Counter(config_key(row, spec, columns) for row in lost_rows)
     done = frame[frame["status"] == "FINISHED"]
     for m in wanted:
         if m not in done:
             done = done.assign(**{m: float("nan")})
     done = done.dropna(subset=metrics)  # not finished to the end (early-stopped) or no value
-    columns = [f"cfg.{k}" for k in spec.search]
     groups: dict[str, dict] = {}
     for row in done.to_dict("records"):
-        cells = [_plain(row.get(c)) for c in columns]  # lists are stored as their text: typed back
-        params = {k: _typed(v) if isinstance(v, str) else v for k, v in zip(spec.search, cells, strict=True)}
+        key = config_key(row, spec, columns)
         values = {m: (None if row[m] != row[m] else float(row[m])) for m in wanted}
-        key = json.dumps([row["ablation"], params], sort_keys=True, default=str)
-        group = groups.setdefault(key, {"ablation": row["ablation"], "params": params, "runs": [], "flagged": 0})
+        group = groups.setdefault(
+            key, {"ablation": row["ablation"], "params": config_params(row, spec, columns), "runs": [], "flagged": 0}
+        )
         group["runs"].append((int(row["seed"]), str(row["mlflow_run_id"]), values))
         group["flagged"] += int(_plain(row.get("prune_flags")) or 0) > 0
     out = []
-    for group in groups.values():
+    for key, group in groups.items():
         trials = sorted(group.pop("runs"))
         entry = {**group, "n": len(trials), "seeds": [t[0] for t in trials], "run_ids": [t[1] for t in trials]}
+        entry["diverged"] = lost.get(key, 0)
         for m in wanted:
             xs = [t[2][m] for t in trials if t[2][m] is not None]
             entry[m] = statistics.fmean(xs) if xs else None
@@ -125,9 +133,21 @@ def best_configs(spec: StudySpec, top: int | None = None) -> list[dict]:
         out.append(entry)
     first = spec.objectives[0]
     out.sort(key=lambda e: e[first.metric], reverse=first.mode == "max")
+    out.sort(key=lambda e: e["diverged"] > 0)  # stable: a configuration that lost a seed ranks after the rest
     if len(spec.objectives) > 1:
-        out = [e for e in out if not any(_dominates(o, e, spec) for o in out)]
+        out = [e for e in out if not any(_dominates(o, e, spec) and (e["diverged"] or not o["diverged"]) for o in out)]
     return out if top is None else out[:top]
+
+
+def config_params(row: dict, spec: StudySpec, columns: list[str]) -> dict:
+    """The searched values of one trials.parquet row, typed (lists are stored as their text)."""
+    cells = [_plain(row.get(c)) for c in columns]
+    return {k: _typed(v) if isinstance(v, str) else v for k, v in zip(spec.search, cells, strict=True)}
+
+
+def config_key(row: dict, spec: StudySpec, columns: list[str]) -> str:
+    """One text per configuration (ablation + searched values) of a trials.parquet row."""
+    return json.dumps([row["ablation"], config_params(row, spec, columns)], sort_keys=True, default=str)
 
 
 def _dominates(a: dict, b: dict, spec: StudySpec) -> bool:
