@@ -6,13 +6,14 @@ import io
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import yaml
 
-from sweeper.running.console import ProgressLine
+from sweeper.running.console import OWED_S, ProgressLine
 from sweeper.study.spec import parse_study
 from sweeper.tracking.recorder import TAG_ROLE, study_experiment, tracking_client
 
@@ -82,3 +83,33 @@ def test_a_failed_trial_is_one_line_with_its_reason_and_traceback_file(tmp_path)
         f"trial t1 (full {{'strategy.lam': 4}}) failed: RuntimeError: CUDA out of memory (traceback: {error_file})"
     )
     assert lines[-1].startswith("study quiet: 1/2 done (0 diverged, 1 failed), 0 running, 1 pending")
+
+
+def test_off_a_terminal_a_trials_end_is_printed_once_the_next_trial_has_its_slot(tmp_path, monkeypatch):
+    spec = parse_study({"name": "quiet", "storage": str(tmp_path)})
+    stream = io.StringIO()
+    line = ProgressLine(spec, total=3, stream=stream)
+    config = {"ablation": "full", "point": {}}
+    trials = [SimpleNamespace(trial_id=f"t{i}", config=config, last_result={}) for i in range(3)]
+    for trial in trials[:2]:
+        line.on_trial_start(0, [], trial)
+    trials[0].last_result = {"val_acc": 90.0}
+    line.on_trial_complete(0, [], trials[0])
+    line.on_step_end(0, [])  # at once: the slot is still being handed over, nothing printed yet
+    assert stream.getvalue() == ""
+    line.on_trial_start(0, [], trials[2])
+    counts = [text.split(" · ")[0] for text in stream.getvalue().splitlines()]  # the counts, without best and ETA
+    assert counts == ["study quiet: 1/3 done (0 diverged, 0 failed), 2 running, 0 pending"]
+    trials[1].last_result = {"val_acc": 80.0}
+    line.on_trial_complete(0, [], trials[1])  # nothing pending: printed at once
+    assert stream.getvalue().splitlines()[-1].startswith("study quiet: 2/3 done (0 diverged, 0 failed), 1 running")
+    # a trial's end that no start follows is printed after OWED_S (here: a study whose last slot stays empty)
+    line = ProgressLine(spec, total=3, stream=(stream := io.StringIO()))
+    for trial in trials[:2]:
+        line.on_trial_start(0, [], trial)
+    line.on_trial_complete(0, [], trials[0])
+    clock = time.monotonic()
+    monkeypatch.setattr(time, "monotonic", lambda: clock + OWED_S)
+    line.on_step_end(0, [])
+    counts = [text.split(" · ")[0] for text in stream.getvalue().splitlines()]
+    assert counts == ["study quiet: 1/3 done (0 diverged, 0 failed), 1 running, 1 pending"]

@@ -2,7 +2,9 @@
 
     study quickstart: 7/18 done (1 diverged, 0 failed), 2 running, 9 pending · best val_acc 97.31 (n=2) · ETA 0:41
 
-On a terminal the line is rewritten in place; otherwise a line is printed whenever a trial ends.
+On a terminal the line is rewritten in place; otherwise a line is printed whenever a trial ends, once its
+slot has been given to the next pending trial (so the line never reads one running short between two
+trials), or after OWED_S seconds if none starts.
 A failed trial gets one line with its reason and where the full traceback is. `launch --verbose`
 brings back Ray Tune's own output instead.
 """
@@ -24,6 +26,7 @@ from sweeper.tracking.recorder import error_reason, members_of
 #: Loggers whose INFO/WARNING lines (tensorboard hints, snapshot warnings, trial tracebacks) the quiet console hides.
 QUIET_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.air")
 BEST_EVERY_S = 1.0  # the status line's best mean is recomputed at most this often
+OWED_S = 2.0  # off a terminal, a trial's end waits at most this long for the next trial to take its slot
 
 
 def quiet_ray_logging() -> None:
@@ -58,6 +61,7 @@ class ProgressLine(Callback):
         self.metric = spec.objectives[0].metric
         self.maximise = spec.objectives[0].mode == "max"
         self._last = ""
+        self._owed_at: float | None = None  # off a terminal: when a trial ended whose line is not printed yet
         if prior is not None and len(prior):  # a resumed study: what its earlier launches recorded
             for row in prior.to_dict("records"):
                 value = row.get(self.metric)
@@ -79,7 +83,12 @@ class ProgressLine(Callback):
         """A trial (or pack) started."""
         for one in members_of(trial):
             self.running.add(one.trial_id)
-        self._show()
+        self._show(force=self._owed_at is not None)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        """Off a terminal: print the line a trial's end owes once no trial took its slot within OWED_S."""
+        if self._owed_at is not None and time.monotonic() - self._owed_at >= OWED_S:
+            self._show(force=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         """A trial (or every member of a pack) ended: count it, keep its objective."""
@@ -93,7 +102,10 @@ class ProgressLine(Callback):
             value = result.get(self.metric)
             config = json.dumps([one.config.get("ablation"), one.config.get("point")], default=str)
             self._finish(one.trial_id, float(value) if isinstance(value, int | float) else None, config)
-        self._show(force=True)
+        if self.tty or self.pending() == 0:
+            self._show(force=True)
+        else:  # the next trial is about to take the slot: its start prints the line
+            self._owed_at = self._owed_at or time.monotonic()
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         """A trial failed for good: one line with the reason and where its traceback is."""
@@ -121,10 +133,9 @@ class ProgressLine(Callback):
     def status(self) -> str:
         """The status line."""
         done = len(self.finished)
-        pending = max(0, self.total - done - len(self.running))
         parts = [
             f"study {self.spec.name}: {done}/{self.total} done ({self.diverged} diverged, {self.failed} failed), "
-            f"{len(self.running)} running, {pending} pending"
+            f"{len(self.running)} running, {self.pending()} pending"
         ]
         best = self.best_mean()
         if best is not None:
@@ -134,6 +145,10 @@ class ProgressLine(Callback):
             eta = elapsed / done * (self.total - done)
             parts.append(f"ETA {int(eta) // 60}:{int(eta) % 60:02d}")
         return " · ".join(parts)
+
+    def pending(self) -> int:
+        """Trials neither finished nor running."""
+        return max(0, self.total - len(self.finished) - len(self.running))
 
     def _finish(self, tid: str, value: float | None, config: str | None) -> None:
         """Count a finished trial once; its objective joins its configuration's running sum once (a trial
@@ -166,6 +181,8 @@ class ProgressLine(Callback):
         elif force and line != self._last:
             self.stream.write(line + "\n")
             self.stream.flush()
+        if force:
+            self._owed_at = None
         self._last = line
 
     def _print(self, text: str) -> None:
