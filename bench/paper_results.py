@@ -298,6 +298,9 @@ FINDINGS = {
         "pruned weights retrained from 0."
     ),
     "fig3_cnn_sequence": (
+        "Run on 2026-11-30; the trainer has changed since (among other changes the round guard and the "
+        "runaway test; which one moves the numbers was not traced), so a rerun will not give these numbers to "
+        "the digit: fig8c_beta_cnn, rerun on 2026-12-06, moved ANPyC at β = 5 from 81.7 to 84.8. "
         "λ per method is the validation choice of fig3_cnn_sequence_lambda (section below: ANPyC 0.1, EWC 100, "
         "MAS 0.1, SI 100). Against the earlier untuned run (λ = 1 for ANPyC, MAS and SI): MAS no longer diverges "
         "(94.2 % against all three seeds diverged), SI rises from 72.2 to 95.0 % and ANPyC from 81.7 to 85.4 %. "
@@ -323,8 +326,9 @@ FINDINGS = {
         "seed 0 to chance and makes seed 1 diverge in task 5 (training loss inf), about 28 points lost. The "
         "paper's β ≈ 10–15 % optimum is not reproduced by this reduced run. (Rerun on 2026-12-06, Intel Xeon, "
         "to regenerate the figures: the first run of 2026-11-30 had 81.7 / 81.4 / 65.6 / 67.1 at β = 1 / 10 / "
-        "15 / 30 with no divergence; the trainer has changed since — the round guard's validation pass, the "
-        "runaway test — and the run is not the same to the digit. With today's CNN default init, torchvision's "
+        "15 / 30 with no divergence; the trainer has changed since (among other changes "
+        "the round guard and the runaway test; which one moves the numbers was not traced). With today's CNN "
+        "default init, torchvision's "
         "(`model.init: auto`, issue 28), the same study is worse: round 1 freed 71–81 % of every LeNet tensor, "
         "seed 0 ended at chance at every β, and at β = 30 every seed did: 68.2 ± 15.8 at β ≤ 10, 59.2 ± 15.8 at "
         "15–20, 50.0 at 30; in Fig. 8b's grid seed 0 ended at chance at 6 of its 8 λ values too (10 of 24 "
