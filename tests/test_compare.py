@@ -71,6 +71,26 @@ def test_a_configuration_where_a_seed_diverged_is_chosen_only_when_every_one_did
     assert (rows["all_lost"].config, rows["all_lost"].diverged) == ("strategy.lam=2.0", 1)  # no stable choice
 
 
+def test_an_axis_of_the_experiment_is_compared_at_each_value_not_chosen_on_validation(tmp_path):
+    search = {"data.num_tasks": {"grid": [2, 5]}}
+    _, raw = write_study(tmp_path, name="axis", ablations={"full": {}, "b": {}}, seeds=[0, 1, 2], search=search)
+    spec = parse_study(raw)
+    spec.store.write_text("study.yaml", yaml.safe_dump(raw))
+    # b beats full at 2 tasks (and has the best validation of all there), loses by 10 at 5 tasks
+    values = {("full", 2): 80.0, ("b", 2): 82.0, ("full", 5): 70.0, ("b", 5): 60.0}
+    for (name, tasks), value in values.items():
+        for seed in range(3):
+            row = {"trial_id": f"{name}_{tasks}_{seed}", "ablation": name, "seed": seed, "cfg.data.num_tasks": tasks}
+            score = value + 0.1 * seed * (tasks == 5)
+            results.write_trial(spec.store, row | {"status": "FINISHED", "test_acc": score, "val_acc": score})
+    rows = compare(spec)
+    assert [(r.group, r.reference, r.config) for r in rows] == [
+        ("b @ data.num_tasks=2", "full", "data.num_tasks=2"),
+        ("b @ data.num_tasks=5", "full", "data.num_tasks=5"),
+    ]
+    assert [r.mean for r in rows] == pytest.approx([2.0, -10.0]) and rows[1].verdict == "worse"
+
+
 def test_groups_without_shared_seeds_are_compared_unpaired(tmp_path):
     _, spec = study_with(tmp_path, {"full": REFERENCE, "other": [v + 10 for v in REFERENCE]})
     frame = results.read_trials(spec.store)

@@ -2,23 +2,27 @@
 
 For every group its configuration is the one `best` would pick (the searched values with the best mean
 validation objective among those where no seed diverged); the compared metric (test accuracy by default:
-selection on validation, reporting on test) is then taken per seed. Where the group and the reference
-share seeds the difference is paired over those seeds (the seeds fix data order and initialisation, so
-pairing removes their shared variance);
-otherwise the two are compared unpaired (Welch). The reference, unless named, is the first group (in the
-study's order) whose chosen configuration finished on the most seeds, so a reference that lost seeds to
-divergence does not turn every row into an unpaired n = 1 comparison. The interval is Student's t at
-95 %; the verdict says `better` or `worse` when the interval excludes 0 and `no difference at this n`
-otherwise. Diverged runs of the chosen configuration are counted, never averaged in.
+selection on validation, reporting on test) is then taken per seed. Where the group and the reference share
+seeds the difference is paired over those seeds (the seeds fix data order and initialisation, so pairing
+removes their shared variance); otherwise the two are compared unpaired (Welch). The reference, unless
+named, is the first group (in the study's order) whose chosen configuration finished on the most seeds, so a
+reference that lost seeds to divergence does not turn every row into an unpaired n = 1 comparison. The
+interval is Student's t at 95 %; the verdict says `better` or `worse` when the interval excludes 0 and `no
+difference at this n` otherwise. Diverged runs of the chosen configuration are counted, never averaged in. A
+searched key that is an axis of the experiment (data.*, model.*: the number of tasks, the width) is not
+chosen on validation: the groups are compared at each of its values, one row per value (`full @
+data.num_tasks=20`).
 
 May import: `sweeper.storage.results`, `sweeper.study.spec`, numpy, pandas, scipy, matplotlib (figures only).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +33,8 @@ from sweeper.study.spec import QueryError, StudySpec
 CONFIDENCE = 0.95
 #: statuses of a run that did not finish its tasks (it diverged, or its trainer failed)
 DIVERGED_STATUSES = ("DIVERGED", "ERROR")
+#: searched keys under these are axes of the experiment, not hyperparameters (as RESULTS' grid tables treat them)
+AXIS_PREFIXES = ("data.", "model.")
 #: metrics where lower is better
 LOWER_IS_BETTER = ("forgetting", "fid")
 
@@ -55,12 +61,18 @@ def lower_is_better(metric: str) -> bool:
     return any(word in metric for word in LOWER_IS_BETTER)
 
 
+def axis_keys(spec: StudySpec) -> list[str]:
+    """The searched keys that are axes of the experiment (data.*, model.*: the number of tasks, the width),
+    compared at each of their values, never chosen on validation as a hyperparameter is."""
+    return [k for k in spec.search if k.startswith(AXIS_PREFIXES)]
+
+
 def chosen_rows(frame: pd.DataFrame, spec: StudySpec, by: str, group: str, objective: str) -> pd.DataFrame:
     """The trials of `group` at its best configuration by the mean validation objective (all statuses); a
     configuration where some seed diverged is chosen only when every one did (the mean of its survivors
     would flatter it)."""
     rows = frame[frame[by] == group]
-    columns = [f"cfg.{k}" for k in spec.search if f"cfg.{k}" in rows]
+    columns = [f"cfg.{k}" for k in spec.search if f"cfg.{k}" in rows and k not in axis_keys(spec)]
     if not columns:
         return rows
     done = rows[rows["status"] == "FINISHED"]
@@ -147,12 +159,38 @@ def compare(
     groups = list(dict.fromkeys(frame[column].dropna()))
     ordered = [g for g in (spec.ablations if by == "ablation" else []) if g in groups]
     groups = ordered + [g for g in groups if g not in ordered]
-    objective = spec.objectives[0].metric
     if reference is not None and reference not in groups:
         raise QueryError(
             f"--reference {reference}: not a{'n' if by == 'ablation' else ''} {by} of study "
             f"{spec.name} ({', '.join(map(str, groups))})"
         )
+    axes = [f"cfg.{k}" for k in axis_keys(spec) if f"cfg.{k}" in frame]
+    if not axes:
+        return compare_groups(spec, frame, column, groups, metric, reference)
+    out = []  # an axis (the number of tasks, the width) is compared at each of its values
+    parts = [(v if isinstance(v, tuple) else (v,), part) for v, part in frame.groupby(axes, sort=False, dropna=False)]
+    for values, part in sorted(parts, key=lambda p: [natural(v) for v in p[0]]):
+        at = ", ".join(f"{a.removeprefix('cfg.')}={v}" for a, v in zip(axes, values, strict=True))
+        present = [g for g in groups if g in set(part[column])]
+        for row in compare_groups(spec, part, column, present, metric, reference if reference in present else None):
+            row.group = f"{row.group} @ {at}"
+            out.append(row)
+    return out
+
+
+def natural(value: Any) -> tuple:
+    """A sort key that orders axis values as numbers and lists of numbers (widths stored as their text)."""
+    try:
+        return (0, json.loads(value) if isinstance(value, str) else value)
+    except ValueError:
+        return (1, str(value))
+
+
+def compare_groups(
+    spec: StudySpec, frame: pd.DataFrame, column: str, groups: list, metric: str, reference: str | None
+) -> list[Comparison]:
+    """Every group of `frame` (one value of each axis) against the reference: the rows of `compare`."""
+    objective = spec.objectives[0].metric
     chosen = {group: chosen_rows(frame, spec, column, group, objective) for group in groups}
     reference = reference or default_reference(chosen, metric)
     ref_rows = chosen[reference]
