@@ -3,10 +3,11 @@ over a torn snapshot before a resume, and a torn state without a copy is one lin
 
 import json
 import pickle
+from types import SimpleNamespace
 
 import pytest
 
-from sweeper.running.tune_state import GOOD_DIR, TUNE_DIR, backup, repair
+from sweeper.running.tune_state import GOOD_DIR, TUNE_DIR, StateBackup, backup, repair
 from sweeper.storage.store import StorageError, StudyStore
 
 STAMP = "2026-12-02_18-10-18"
@@ -52,3 +53,20 @@ def test_a_torn_state_without_a_copy_is_one_line_naming_the_file(tmp_path):
     with pytest.raises(StorageError, match=f"{TUNE_DIR}/{SEARCH}: Tune's experiment state is torn") as err:
         repair(store)
     assert "\n" not in str(err.value)
+
+
+def test_the_copy_is_taken_from_tunes_staging_folder_where_a_snapshot_is_always_whole(tmp_path):
+    store = StudyStore(str(tmp_path / "study"))
+    state, _ = write_state(store, 2)  # the storage's copy: the background sync has copied the state ...
+    staging = tmp_path / "driver_artifacts"  # ... while Tune's loop wrote a newer snapshot here, both files
+    staging.mkdir()
+    newer_state = json.dumps({"trial_data": [f"trial {i}" for i in range(6)]}).encode()
+    newer_search = pickle.dumps({"_iterators": list(range(6))})
+    (staging / STATE).write_bytes(newer_state)
+    (staging / SEARCH).write_bytes(newer_search)
+    store.write_bytes(f"{TUNE_DIR}/{SEARCH}", newer_search)  # the storage holds one file of each snapshot
+    trials = [SimpleNamespace(storage=SimpleNamespace(experiment_driver_staging_path=str(staging)))]
+    assert StateBackup(store.uri(""), period_s=0.0)._backup(trials)
+    assert store.read_bytes(f"{GOOD_DIR}/{STATE}") == newer_state  # one snapshot, not the storage's mix
+    assert store.read_bytes(f"{GOOD_DIR}/{SEARCH}") == newer_search
+    assert backup(store) == json.loads(state)  # without a staging folder: the storage's copy, as before

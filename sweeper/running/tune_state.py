@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import pickle
 import time
 from typing import Any
@@ -50,7 +51,24 @@ def readable(data: bytes) -> bool:
 
 def state_files(store: StudyStore, folder: str) -> list[str]:
     """The state files of the newest Tune session in `folder` (they share its timestamp), newest state first."""
-    names = [n.rpartition("/")[2] for n in store.list_files(folder, recursive=False)]
+    return newest_session([n.rpartition("/")[2] for n in store.list_files(folder, recursive=False)])
+
+
+def staged_files(staging: str | None) -> dict[str, bytes]:
+    """The newest session's state files in Tune's driver staging folder (local, on the driver), by name; {}
+    when there is none. Tune writes them there in its loop, all at once, before a background thread copies
+    them into the storage one by one: read there they are always one snapshot, never two halves."""
+    if not staging or not os.path.isdir(staging):
+        return {}
+    contents = {}
+    for name in newest_session(os.listdir(staging)):
+        with contextlib.suppress(OSError), open(os.path.join(staging, name), "rb") as handle:
+            contents[name] = handle.read()
+    return contents
+
+
+def newest_session(names: list[str]) -> list[str]:
+    """Of file names, the newest Tune session's state files, newest experiment state first."""
     states = sorted((n for n in names if n.startswith(STATE_PREFIX) and n.endswith(".json")), reverse=True)
     if not states:
         return []
@@ -82,11 +100,15 @@ def saved_trial_statuses(store: StudyStore) -> list[str] | None:
     return [json.loads(trial_json).get("status", "PENDING") for trial_json, _ in state.get("trial_data") or []]
 
 
-def backup(store: StudyStore) -> dict | None:
+def backup(store: StudyStore, staging: str | None = None) -> dict | None:
     """Copy the newest state files into GOOD_DIR if every one of them reads back whole; the experiment
-    state copied (Tune's JSON, parsed), or None if nothing was."""
-    names = state_files(store, TUNE_DIR)
-    contents = {name: store.read_bytes(f"{TUNE_DIR}/{name}") for name in names}
+    state copied (Tune's JSON, parsed), or None if nothing was. From Tune's driver `staging` folder when
+    given and filled (one snapshot for sure), else from the storage's copy."""
+    contents = staged_files(staging)
+    if not contents:
+        names = state_files(store, TUNE_DIR)
+        contents = {name: store.read_bytes(f"{TUNE_DIR}/{name}") for name in names}
+    names = list(contents)
     parsed = {name: read_back(data) for name, data in contents.items()}
     if not contents or not all(whole for whole, _ in parsed.values()):
         return None  # torn or half-written just now: keep the previous good copy
@@ -159,16 +181,19 @@ class StateBackup(Callback):
         now = time.monotonic()
         if now - self.last < self.period_s:
             return
-        if self._backup():  # until the first snapshot exists, try again at the next step
+        if self._backup(trials):  # until the first snapshot exists, try again at the next step
             self.last = now
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """A last copy at the end (or the interruption) of this launch (Tune's final snapshot is written)."""
         with contextlib.suppress(StorageError):  # stopping already: the error that stopped it is reported
-            self._backup()
+            self._backup(trials)
 
-    def _backup(self) -> bool:
-        state = backup(StudyStore(self.location))
+    def _backup(self, trials: list) -> bool:
+        staging = None  # where Tune's loop wrote its snapshot; it needs Ray's session (none: the storage's copy)
+        with contextlib.suppress(Exception):  # noqa: BLE001 - Ray asserts when no session is up
+            staging = trials[0].storage.experiment_driver_staging_path
+        state = backup(StudyStore(self.location), staging if isinstance(staging, str) else None)
         if state is not None and self.pruner is not None:
             self.pruner.confirmed(state)
         return state is not None
