@@ -106,7 +106,7 @@ def best_configs(spec: StudySpec, top: int | None = None) -> list[dict]:
         return []
     columns = [f"cfg.{k}" for k in spec.search]
     lost_rows = frame[frame["status"].isin(DIVERGED_STATUSES)].to_dict("records")
-    lost = Counter(config_key(row, spec, columns) for row in lost_rows)
+    lost = Counter(config_key(row["ablation"], config_params(row, spec, columns)) for row in lost_rows)
     done = frame[frame["status"] == "FINISHED"]
     for m in wanted:
         if m not in done:
@@ -114,11 +114,10 @@ def best_configs(spec: StudySpec, top: int | None = None) -> list[dict]:
     done = done.dropna(subset=metrics)  # not finished to the end (early-stopped) or no value
     groups: dict[str, dict] = {}
     for row in done.to_dict("records"):
-        key = config_key(row, spec, columns)
+        params = config_params(row, spec, columns)  # once per row: it keys the group and is its params
+        key = config_key(row["ablation"], params)
         values = {m: (None if row[m] != row[m] else float(row[m])) for m in wanted}
-        group = groups.setdefault(
-            key, {"ablation": row["ablation"], "params": config_params(row, spec, columns), "runs": [], "flagged": 0}
-        )
+        group = groups.setdefault(key, {"ablation": row["ablation"], "params": params, "runs": [], "flagged": 0})
         group["runs"].append((int(row["seed"]), str(row["mlflow_run_id"]), values))
         group["flagged"] += int(_plain(row.get("prune_flags")) or 0) > 0
     out = []
@@ -145,9 +144,9 @@ def config_params(row: dict, spec: StudySpec, columns: list[str]) -> dict:
     return {k: _typed(v) if isinstance(v, str) else v for k, v in zip(spec.search, cells, strict=True)}
 
 
-def config_key(row: dict, spec: StudySpec, columns: list[str]) -> str:
-    """One text per configuration (ablation + searched values) of a trials.parquet row."""
-    return json.dumps([row["ablation"], config_params(row, spec, columns)], sort_keys=True, default=str)
+def config_key(ablation: str, params: dict) -> str:
+    """One text per configuration: its ablation and searched values."""
+    return json.dumps([ablation, params], sort_keys=True, default=str)
 
 
 def _dominates(a: dict, b: dict, spec: StudySpec) -> bool:
