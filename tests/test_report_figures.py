@@ -178,3 +178,47 @@ def test_ablations_that_diverged_at_one_value_are_marked_one_above_the_other(tmp
     assert abs(gap_pt - report.DIVERGED_STEP_PT) < 1e-6  # ... one step apart, not on one spot
     labels = [t for t in ax.texts if t.get_text() == "2 div."]
     assert len(labels) == 2
+
+
+def test_a_diverged_count_never_covers_a_neighbouring_mark(tmp_path, monkeypatch):
+    """fig8c_beta_cnn: one seed diverged at β = 15 and at β = 20 on a log axis from 1 to 30; the count of 15 sat
+    beside its mark and ran into 20's. Each count now covers no diverged mark, and no other count."""
+    rows = []
+    for k, beta in enumerate([1.0, 5.0, 10.0, 15.0, 20.0, 30.0]):
+        rows += [{**trial(10 * k + s, beta), "seed": s} for s in (0, 1)]
+        if beta in (15.0, 20.0):
+            rows.append({**trial(10 * k + 2, beta, status="DIVERGED"), "seed": 2})
+    spec = make_study(tmp_path, rows, search={"strategy.lam": {"grid": [1.0, 5.0, 10.0, 15.0, 20.0, 30.0]}})
+    figures = capture(monkeypatch)
+    report.write_report(spec)
+    ax = next(f.axes[0] for f in figures if f.axes and "test_acc against strategy.lam" in f.axes[0].get_title())
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(ax.figure)  # the saved figure was closed: a canvas that can measure text again
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    marks = [ln.get_window_extent(renderer) for ln in ax.get_lines() if ln.get_marker() == "x"]
+    counts = [t.get_window_extent(renderer) for t in ax.texts if t.get_text().endswith(" div.")]
+    assert len(marks) == 2 and len(counts) == 2
+    for i, box in enumerate(counts):
+        assert not any(box.overlaps(m) for m in marks), "a count covers a diverged mark"
+        assert not any(box.overlaps(other) for j, other in enumerate(counts) if j != i), "two counts overlap"
+
+
+def test_a_long_title_stays_inside_its_figure(tmp_path, monkeypatch):
+    """fig7_ablation_tasks_tuned's title (study name, metric, axis and 'mean ± std over seeds', 83 characters)
+    ran off the figure's left edge; every title of a report now lies inside its figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    rows = [{**trial(s, 1.0), "seed": s, "cfg.data.num_tasks": n} for n in (2, 5) for s in (0, 1)]
+    grid = {"data.num_tasks": {"grid": [2, 5]}}
+    spec = make_study(tmp_path, rows, search=grid, name="fig7_ablation_tasks_tuned_at_width_400")
+    figures = capture(monkeypatch)
+    report.write_report(spec)
+    titled = [f for f in figures if f.axes and f.axes[0].get_title()]
+    assert titled
+    for figure in titled:
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
+        box = figure.axes[0].title.get_window_extent(canvas.get_renderer())
+        assert box.x0 >= 0 and box.x1 <= figure.bbox.width, figure.axes[0].get_title()

@@ -13,7 +13,8 @@ searched key that is an axis of the experiment (data.*, model.*: the number of t
 chosen on validation: the groups are compared at each of its values, one row per value (`full @
 data.num_tasks=20`).
 
-May import: `sweeper.storage.results`, `sweeper.study.spec`, numpy, pandas, scipy, matplotlib (figures only).
+May import: `sweeper.storage.results`, `sweeper.study.spec`, `sweeper.reading.figure_text`, numpy, pandas, scipy,
+matplotlib (figures only).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sweeper.reading.figure_text import set_fitted_title
 from sweeper.storage import results
 from sweeper.study.spec import QueryError, StudySpec
 
@@ -262,7 +264,7 @@ def figure(rows: list[Comparison], path: Path, title: str) -> Path:
     ax.invert_yaxis()
     metric = rows[0].metric if rows else ""
     ax.set_xlabel(f"{metric} difference to {rows[0].reference if rows else ''} (points, 95 % interval)")
-    ax.set_title(title, fontsize=10)
+    set_fitted_title(ax, title)
     ax.margins(x=0.25)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -16,6 +16,7 @@ from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
 from matplotlib.transforms import offset_copy  # noqa: E402
 
 from sweeper.reading.colours import colours_for  # noqa: E402
+from sweeper.reading.figure_text import set_fitted_title  # noqa: E402
 from sweeper.reading.generative_report import generative_section  # noqa: E402
 from sweeper.storage import results  # noqa: E402
 from sweeper.study.spec import QueryError, StudySpec  # noqa: E402
@@ -46,7 +47,7 @@ def summary_table(frame: pd.DataFrame, column: str, metrics: list[str]) -> pd.Da
 
 #: at most this many labelled ticks on a parameter axis
 MAX_VALUE_TICKS = 12
-DIVERGED_STEP_PT = 12  # points between the diverged marks of two ablations at one value
+DIVERGED_STEP_PT = 20  # points between the diverged marks of two ablations at one value (room for a count between)
 
 
 def plot_against(
@@ -116,7 +117,9 @@ def plot_against(
                 (position[r.value], bottom),
                 xycoords=at,
                 textcoords="offset points",
-                xytext=(6, -3),
+                xytext=(0, 6),  # above its own mark, below the next one: beside it, it reached a close neighbour's
+                ha="center",
+                va="bottom",
                 fontsize=7,
                 color=colour,
             )
@@ -139,7 +142,7 @@ def _finish(fig, ax, column: str, metric: str, title: str, path: Path) -> None:
     """Labels, title, grid and legend of a metric-against-parameter figure; save it and close it."""
     ax.set_xlabel(column.removeprefix("cfg."))
     ax.set_ylabel(f"{metric} ({'%' if metric.endswith('acc') else 'points'})")
-    ax.set_title(title, fontsize=10)
+    set_fitted_title(ax, title)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:  # never over the data
         ax.legend(
@@ -234,7 +237,7 @@ def plot_pareto(frame: pd.DataFrame, spec: StudySpec, path: Path) -> pd.DataFram
     ax.plot(front[a], front[b], "r-o", label="Pareto front")
     ax.set_xlabel(f"{a} ({modes[0]})")
     ax.set_ylabel(f"{b} ({modes[1]})")
-    ax.set_title(f"{spec.name}: trials and the Pareto front of {a} and {b}", fontsize=10)
+    set_fitted_title(ax, f"{spec.name}: trials and the Pareto front of {a} and {b}")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
