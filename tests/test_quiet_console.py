@@ -113,3 +113,42 @@ def test_off_a_terminal_a_trials_end_is_printed_once_the_next_trial_has_its_slot
     line.on_step_end(0, [])
     counts = [text.split(" · ")[0] for text in stream.getvalue().splitlines()]
     assert counts == ["study quiet: 1/3 done (0 diverged, 0 failed), 1 running, 1 pending"]
+
+
+def test_the_best_mean_ranks_a_configuration_that_lost_a_seed_last(tmp_path, monkeypatch):
+    """As `best`: λ = 32 averages 95 over its one surviving seed but lost the other to divergence, so the
+    status line's best is λ = 4 (85 over 2 seeds); only when every configuration lost a seed does one that lost
+    a seed lead, and the line says so. A resumed study's recorded divergence counts the same way."""
+    import pandas as pd
+
+    spec = parse_study({"name": "quiet", "storage": str(tmp_path), "search": {"strategy.lam": {"grid": [4, 32]}}})
+    clock = [time.monotonic()]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+
+    def end(line, tid, lam, result):
+        trial = SimpleNamespace(trial_id=tid, config={"ablation": "full", "point": {"strategy.lam": lam}})
+        line.on_trial_start(0, [], trial)
+        trial.last_result = result
+        line.on_trial_complete(0, [], trial)
+        clock[0] += 1.0  # past BEST_EVERY_S: the next read recomputes the best
+
+    line = ProgressLine(spec, total=6, stream=io.StringIO())
+    end(line, "a", 32, {"val_acc": 95.0})
+    assert line.best_mean() == (95.0, 1, 0)
+    end(line, "b", 32, {"diverged": "task 2: loss became nan"})
+    end(line, "c", 4, {"val_acc": 80.0})
+    end(line, "d", 4, {"val_acc": 90.0})
+    assert line.best_mean() == (85.0, 2, 0)
+    assert "best mean val_acc 85.00 (n=2)" in line.status()
+    end(line, "e", 4, {"diverged": "task 3: loss became nan"})  # now both lost a seed: the better mean leads
+    assert line.best_mean() == (95.0, 1, 1)
+    assert "best mean val_acc 95.00 (n=1, 1 diverged)" in line.status()
+    prior = pd.DataFrame(
+        [
+            {"trial_id": "a", "status": "FINISHED", "ablation": "full", "cfg.strategy.lam": 32, "val_acc": 95.0},
+            {"trial_id": "b", "status": "DIVERGED", "ablation": "full", "cfg.strategy.lam": 32, "val_acc": None},
+            {"trial_id": "c", "status": "FINISHED", "ablation": "full", "cfg.strategy.lam": 4, "val_acc": 80.0},
+        ]
+    )
+    resumed = ProgressLine(spec, total=6, prior=prior, stream=io.StringIO())
+    assert resumed.best_mean() == (80.0, 1, 0)

@@ -1,6 +1,9 @@
 """The quiet console of `launch`: one status line instead of Tune's per-trial tables and tracebacks.
 
-    study quickstart: 7/18 done (1 diverged, 0 failed), 2 running, 9 pending · best val_acc 97.31 (n=2) · ETA 0:41
+    study quickstart: 7/18 done (1 diverged, 0 failed), 2 running, 9 pending · best mean val_acc 97.31 (n=2) · ETA 0:41
+
+The best mean ranks as `best` does: a configuration that lost a seed to divergence comes after every one that
+lost none (a lone surviving seed does not lead the line).
 
 On a terminal the line is rewritten in place; otherwise a line is printed whenever a trial ends, once its
 slot has been given to the next pending trial (so the line never reads one running short between two
@@ -55,7 +58,8 @@ class ProgressLine(Callback):
         self.running: set[str] = set()
         self.finished: dict[str, float | None] = {}  # trial id -> first objective (None: no value)
         self.groups: dict[str, list[float]] = {}  # configuration -> [sum, n] of its finished objectives
-        self._best: tuple[float, int] | None = None
+        self.lost: dict[str, int] = {}  # configuration -> its diverged seeds (such a configuration ranks last)
+        self._best: tuple[float, int, int] | None = None
         self._best_at = -1.0
         self.diverged = self.failed = 0
         self.metric = spec.objectives[0].metric
@@ -69,7 +73,9 @@ class ProgressLine(Callback):
                 point = {k: row.get(f"cfg.{k}") for k in spec.search}
                 config = json.dumps([row.get("ablation"), point], default=str)
                 self._finish(row["trial_id"], float(value) if ok else None, config)
-                self.diverged += row.get("status") == "DIVERGED"
+                if row.get("status") == "DIVERGED":
+                    self.diverged += 1
+                    self.lost[config] = self.lost.get(config, 0) + 1
                 self.failed += row.get("status") == "ERROR"
 
     def __getstate__(self) -> dict:
@@ -95,12 +101,14 @@ class ProgressLine(Callback):
         for one in members_of(trial, trial.last_result or {}):
             result = one.last_result or {}
             self.running.discard(one.trial_id)
+            config = json.dumps([one.config.get("ablation"), one.config.get("point")], default=str)
             if "diverged" in result:
                 self.diverged += 1
+                if self.finished.get(one.trial_id) is None:  # counted once, as `_finish` counts it
+                    self.lost[config] = self.lost.get(config, 0) + 1
                 self._finish(one.trial_id, None, None)
                 continue
             value = result.get(self.metric)
-            config = json.dumps([one.config.get("ablation"), one.config.get("point")], default=str)
             self._finish(one.trial_id, float(value) if isinstance(value, int | float) else None, config)
         if self.tty or self.pending() == 0:
             self._show(force=True)
@@ -139,7 +147,8 @@ class ProgressLine(Callback):
         ]
         best = self.best_mean()
         if best is not None:
-            parts.append(f"best mean {self.metric} {best[0]:.2f} (n={best[1]})")
+            lost = f", {best[2]} diverged" if best[2] else ""  # only when every configuration lost a seed
+            parts.append(f"best mean {self.metric} {best[0]:.2f} (n={best[1]}{lost})")
         elapsed = time.monotonic() - self.start
         if 0 < done < self.total:
             eta = elapsed / done * (self.total - done)
@@ -161,14 +170,18 @@ class ProgressLine(Callback):
             group[0] += value
             group[1] += 1
 
-    def best_mean(self) -> tuple[float, int] | None:
-        """The best configuration's mean over its finished seeds so far, and n (recomputed at most once a
-        second: a status line must not cost more per trial as the study grows)."""
+    def best_mean(self) -> tuple[float, int, int] | None:
+        """The best configuration's mean over its finished seeds so far, n, and its diverged seeds: as `best`
+        ranks them, a configuration that lost a seed to divergence comes after every one that lost none
+        (recomputed at most once a second: a status line must not cost more per trial as the study grows)."""
         now = time.monotonic()
         if now - self._best_at >= BEST_EVERY_S:
-            means = [(total / n, n) for total, n in self.groups.values()]
-            pick = max if self.maximise else min
-            self._best, self._best_at = (pick(means) if means else None), now
+            sign = 1.0 if self.maximise else -1.0
+            means = [
+                (self.lost.get(config, 0) > 0, -sign * total / n, total / n, n, self.lost.get(config, 0))
+                for config, (total, n) in self.groups.items()
+            ]
+            self._best, self._best_at = (min(means)[2:] if means else None), now
         return self._best
 
     def _show(self, force: bool = False) -> None:
