@@ -38,7 +38,7 @@ studies=("$@")
 [ ${#studies[@]} -gt 0 ] || studies=(table1_split_lambda table1_split_update table1_split fig8b_lambda fig8c_beta
   section5_analyses table2_permuted
   fig8a_pruning fig7_ablation_width fig7_ablation_tasks fig8a_pruning_update fig7_ablation_lambda table2_permuted_lambda
-  fig7_ablation_width_tuned fig7_ablation_tasks_tuned table2_reference)
+  fig7_ablation_width_tuned fig7_ablation_tasks_tuned table2_reference table2_reference_rank)
 for name in "${studies[@]}"; do
   yaml="studies/$name.yaml"
   [ -f "$yaml" ] || { echo "run_all: no study file $yaml" >&2; exit 2; }
