@@ -17,6 +17,7 @@ from sweeper.study.spec import parse_study
 from tests.test_cli_study_commands import write_study
 
 REFERENCE = [80.0, 82.0, 79.0, 81.0, 83.0]
+ACCURACIES = ("val_acc", "test_acc", "val_bwt", "test_bwt")
 
 
 def study_with(tmp_path, groups: dict[str, list], lam=(0.5,)):
@@ -129,3 +130,30 @@ def test_the_default_reference_is_the_first_group_that_finished_on_the_most_seed
     assert rows["a_lossy"].diverged == 4 and rows["a_lossy"].n == 1
     named = {r.group: r for r in compare(spec, reference="a_lossy")}  # a named reference is kept as named
     assert named["full"].reference == "a_lossy" and not named["full"].paired
+
+
+def test_the_report_compares_on_the_objectives_test_metric_lower_fid_is_better(tmp_path):
+    """table3_cgan selects on val_fid_first5: its report compared sample accuracy. It now compares
+    test_fid_first5, where a lower FID is `better`, and says the difference is in FID's own units."""
+    from sweeper.reading import report
+
+    objectives = [{"metric": "val_fid_first5", "mode": "min"}]
+    ablations = {"anpyc": {}, "ewc": {}}
+    seeds = [0, 1, 2, 3, 4]
+    _, raw = write_study(tmp_path, name="gan", ablations=ablations, seeds=seeds, search={}, objectives=objectives)
+    spec = parse_study(raw)
+    spec.store.write_text("study.yaml", yaml.safe_dump(raw))
+    for name, shift in (("anpyc", 0.0), ("ewc", -100.0)):  # EWC's FID 100 lower on every seed
+        for seed, value in enumerate([600.0, 640.0, 610.0, 650.0, 620.0]):
+            fid = value + shift + seed  # differences not all equal: a finite interval
+            row = {"trial_id": f"{name}{seed}", "ablation": name, "seed": seed, "status": "FINISHED"}
+            results.write_trial(
+                spec.store,
+                {**row, "val_fid_first5": fid, "test_fid_first5": fid + (seed % 2), **dict.fromkeys(ACCURACIES, 10.0)},
+            )
+    report.write_report(spec)
+    text = (spec.study_dir / "report" / "report.md").read_text()
+    assert "on `test_fid_first5`: mean difference (its own units)" in text
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("| ewc |")][:1]
+    assert "| -100.00 |" in line and line.endswith("| better |")
+    assert (spec.study_dir / "report" / "compare_ablation_test_fid_first5.png").stat().st_size > 0

@@ -58,6 +58,19 @@ class Comparison:
     verdict: str
 
 
+def units(metric: str) -> str:
+    """What a difference in `metric` is measured in: points for accuracies and forgetting, else its own units."""
+    return "points" if metric.endswith(("acc", "bwt", "fwt", "forgetting")) else "its own units"
+
+
+def report_metric(spec: StudySpec, recorded) -> str:
+    """The metric a report compares on: the test counterpart of the study's objective (test_fid_first5 for a
+    C-GAN study selected on val_fid_first5) where recorded, else test accuracy."""
+    objective = spec.objectives[0].metric
+    test = "test_" + objective.removeprefix("val_")
+    return test if objective.startswith("val_") and test in recorded else "test_acc"
+
+
 def lower_is_better(metric: str) -> bool:
     """True for metrics to minimise (forgetting, FID)."""
     return any(word in metric for word in LOWER_IS_BETTER)
@@ -226,7 +239,8 @@ def table_lines(rows: list[Comparison]) -> list[str]:
     if not rows:
         return ["(one group only: nothing to compare)"]
     lines = [
-        f"Against `{rows[0].reference}` on `{rows[0].metric}`: mean difference (points) with its 95 % t-interval, "
+        f"Against `{rows[0].reference}` on `{rows[0].metric}`: mean difference ({units(rows[0].metric)}) with its 95 % "
+        "t-interval, "
         "paired over shared seeds (else Welch).",
         "",
         "| group | chosen config | n | paired | difference | 95 % interval | diverged | verdict |",
@@ -263,7 +277,7 @@ def figure(rows: list[Comparison], path: Path, title: str) -> Path:
     ax.set_yticks(range(len(shown)), [r.group for r in shown])
     ax.invert_yaxis()
     metric = rows[0].metric if rows else ""
-    ax.set_xlabel(f"{metric} difference to {rows[0].reference if rows else ''} (points, 95 % interval)")
+    ax.set_xlabel(f"{metric} difference to {rows[0].reference if rows else ''} ({units(metric)}, 95 % interval)")
     set_fitted_title(ax, title)
     ax.margins(x=0.25)
     fig.tight_layout()

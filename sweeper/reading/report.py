@@ -306,13 +306,15 @@ def write_report(spec: StudySpec) -> Path:
         "Selection uses validation metrics; test metrics are shown beside them. Mean ± std over seeds.",
         "",
     ]
-    if frame["ablation"].nunique() > 1:  # every ablation against the first, on test accuracy, with intervals
-        from sweeper.reading.compare import compare, figure, table_lines
+    if frame["ablation"].nunique() > 1:  # every ablation against the reference on the objective's test metric
+        from sweeper.reading.compare import compare, figure, report_metric, table_lines
 
-        rows = compare(spec, "ablation", "test_acc")
+        metric = report_metric(spec, frame.columns)
+        rows = compare(spec, "ablation", metric)
         if rows:
-            figure(rows, out / "compare_ablation_test_acc.png", f"{spec.name}: test_acc against {rows[0].reference}")
-            picture = "![each ablation against the reference](compare_ablation_test_acc.png)"
+            name = f"compare_ablation_{metric}.png"
+            figure(rows, out / name, f"{spec.name}: {metric} against {rows[0].reference}")
+            picture = f"![each ablation against the reference]({name})"
             lines += ["## Against the reference", "", *table_lines(rows), "", picture, ""]
     errors = frame[frame["status"].isin(["ERROR", "DIVERGED"])]
     if len(errors):
