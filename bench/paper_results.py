@@ -350,7 +350,7 @@ FINDINGS = {
         "(3 seeds). (Rerun on 2026-12-06, Intel Xeon, to regenerate the figures. The first run, of 2026-11-30 "
         "with the trainer of then, showed no trend: the seeds spread by 4–22 points at one λ, validation picked "
         "λ = 0.1 and one seed diverged at 0.5; the same command no longer gives that, and which change moved it "
-        "was not traced. fig3_cnn_sequence's ANPyC used that first run's λ = 0.1.)"
+        "was not traced. fig3_cnn_sequence takes its λ from fig3_cnn_sequence_lambda, whose rerun picks 10.)"
     ),
     "fig8c_beta_cnn": (
         "β = 1, 5 and 10 give identical runs, and so do 15 and 20: with `prune_step` 10 a task gets ⌈β/10⌉ "
