@@ -3,7 +3,8 @@
     study quickstart: 7/18 done (1 diverged, 0 failed), 2 running, 9 pending · best mean val_acc 97.31 (n=2) · ETA 0:41
 
 The best mean ranks as `best` does: a configuration that lost a seed to divergence comes after every one that
-lost none (a lone surviving seed does not lead the line).
+lost none (a lone surviving seed does not lead the line). Unlike `best`, a failed trial does not count as lost
+here: `--resume` runs failed trials again, so while a study runs a failure is not final.
 
 On a terminal the line is rewritten in place; otherwise a line is printed whenever a trial ends, once its
 slot has been given to the next pending trial (so the line never reads one running short between two
