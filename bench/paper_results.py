@@ -300,7 +300,8 @@ FINDINGS = {
         "--reference mas`: the updater with the rank rule −5.53 [−15.70, +4.64], with the {Ω = 0} rule −9.43 "
         "[−20.01, +1.16]; the penalty variants worse, −13.7 and −16.0 with intervals excluding 0), and no ANPyC "
         "variant differs from fine-tuning (86.41 ± 2.65). Why seed 4's task 1 falls under the rank rule too was "
-        "not traced. 30 trials, 14 min on 2 cores beside a VGG-9 study."
+        "not traced. 30 trials, 14 min on 2 cores beside a VGG-9 study; rerun alone on 2026-12-06 (Intel Xeon) to "
+        "regenerate the figures: 7 min, every cell to the digit."
     ),
     "fig10_drift": (
         "The section5_analyses protocol at the paper's 6 tasks (5 methods, 3 seeds, 15 trials in 20 min on 2 "
