@@ -305,7 +305,8 @@ FINDINGS = {
     ),
     "fig10_drift": (
         "The section5_analyses protocol at the paper's 6 tasks (5 methods, 3 seeds, 15 trials in 20 min on 2 "
-        "cores beside a VGG-9 study); task 1 is the same run as there (the Fig. 9 kurtosis repeats to the digit). "
+        "cores beside a VGG-9 study; rerun alone on 2026-12-06, Intel Xeon, to regenerate the figures: 5 min, "
+        "every number to the digit); task 1 is the same run as there (the Fig. 9 kurtosis repeats to the digit). "
         "**The paper's direction holds for the first layer only:** the Fréchet distance between the first and "
         "last task's weight distributions is larger for ANPyC than for fine-tuning in layer 1 (0.0041 against "
         "0.0030) and smaller in layer 2 (0.0055 against 0.0063), as after 10 tasks (0.0055 / 0.0072 against "
