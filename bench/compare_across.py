@@ -12,14 +12,15 @@ a name both use is taken from the first study. Prints the markdown table.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pandas as pd
 
-from sweeper.reading.compare import compare_groups, table_lines
+from sweeper.reading.compare import compare, table_lines
 from sweeper.storage import results
 from sweeper.storage.store import StudyStore
-from sweeper.study.spec import load_study
+from sweeper.study.spec import QueryError, load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,13 +37,15 @@ def main() -> None:
     spec = load_study(ROOT / "studies" / f"{args.study}.yaml")
     frames = [results.read_trials(StudyStore(str(Path(args.storage).resolve() / n))) for n in (args.study, args.other)]
     if any(f.empty for f in frames):
-        raise SystemExit(f"no trials recorded for {args.study} or {args.other} in {args.storage}")
+        print(f"no trials recorded for {args.study} or {args.other} in {args.storage}", file=sys.stderr)
+        raise SystemExit(2)
     first, second = frames
     pooled = pd.concat([first, second[~second["ablation"].isin(set(first["ablation"]))]], ignore_index=True)
-    groups = list(dict.fromkeys(pooled["ablation"]))
-    if args.reference is not None and args.reference not in groups:
-        raise SystemExit(f"--reference {args.reference}: not an ablation of either study ({', '.join(groups)})")
-    rows = compare_groups(spec, pooled, "ablation", groups, args.metric, args.reference)
+    try:
+        rows = compare(spec, "ablation", args.metric, args.reference, frame=pooled)
+    except QueryError as error:  # a bad --reference or --metric: one line, exit 2
+        print(error, file=sys.stderr)
+        raise SystemExit(2) from None
     print("\n".join(table_lines(rows)))
 
 

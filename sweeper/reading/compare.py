@@ -159,10 +159,15 @@ def default_reference(chosen: dict[str, pd.DataFrame], metric: str) -> str:
 
 
 def compare(
-    spec: StudySpec, by: str = "ablation", metric: str = "test_acc", reference: str | None = None
+    spec: StudySpec,
+    by: str = "ablation",
+    metric: str = "test_acc",
+    reference: str | None = None,
+    frame: pd.DataFrame | None = None,
 ) -> list[Comparison]:
-    """Every group of the study against the reference group on `metric` (see the module docstring)."""
-    frame = results.read_trials(spec.store)
+    """Every group of the study against the reference group on `metric` (see the module docstring); `frame`:
+    the trials to compare instead of the study's own (another study's pooled in, bench/compare_across.py)."""
+    frame = results.read_trials(spec.store) if frame is None else frame
     if frame.empty:
         raise QueryError(f"study {spec.name}: no trial recorded in {spec.tune_storage} yet")
     column = {"ablation": "ablation", "method": "cfg.strategy.method"}[by]

@@ -310,7 +310,7 @@ def write_report(spec: StudySpec) -> Path:
         from sweeper.reading.compare import compare, figure, report_metric, table_lines
 
         metric = report_metric(spec, frame.columns)
-        rows = compare(spec, "ablation", metric)
+        rows = compare(spec, "ablation", metric, frame=frame)  # the trials read above, not read again
         if rows:
             name = f"compare_ablation_{metric}.png"
             figure(rows, out / name, f"{spec.name}: {metric} against {rows[0].reference}")
