@@ -116,3 +116,36 @@ def test_usr1_lets_the_driver_drain_then_stops_it_after_drain_s(tmp_path):
     out, got = run_trap(tmp_path / "drains", "drains")  # one that stops at its boundaries in time
     assert out == "rc=130 stop=requeue"
     assert [line.split()[0] for line in got] == ["SIGUSR1"], got  # never interrupted
+
+
+def free_ports_program() -> str:
+    """The script's port picker, as the script passes it to `python -c`."""
+    text = render(request())
+    return text.split("free_ports='", 1)[1].split("\n'\n", 1)[0]
+
+
+def pick(*args: int) -> list[int]:
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", free_ports_program(), *map(str, args)], text=True,
+                         capture_output=True, check=True)
+    return [int(port) for port in out.stdout.split()]
+
+
+def test_ports_picked_together_are_distinct_and_a_busy_preferred_port_is_replaced():
+    import socket
+
+    # one process holds all it bound: Ray refused a GCS port the kernel handed out again as an agent port (CI)
+    for _ in range(20):
+        got = pick(6)
+        assert len(got) == 6 and len(set(got)) == 6
+    free = pick(1)[0]
+    assert pick(1, free) == [free]  # the port chosen in the batch step, taken on its node when still free
+    busy = socket.socket()
+    busy.bind(("", 0))
+    try:
+        taken = busy.getsockname()[1]
+        got = pick(2, taken)
+        assert taken not in got and len(set(got)) == 2
+    finally:
+        busy.close()

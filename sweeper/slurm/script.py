@@ -102,7 +102,24 @@ on_signal() {{
 trap 'on_signal requeue' USR1
 trap 'on_signal cancel' USR2
 
-free_port='import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'
+# python -c "$free_ports" N [PREFERRED...]: N distinct ports free on this node, each preferred one first where
+# it is free. One process holds every socket it bound until it has all N: ports picked by separate processes
+# can repeat (the kernel hands a just-released port out again), and Ray refuses a port given to two components.
+free_ports='
+import socket, sys
+want, held = int(sys.argv[1]), []
+for port in [int(p) for p in sys.argv[2:]] + [0] * 10000:
+    if len(held) == want:
+        break
+    sock = socket.socket()
+    try:
+        sock.bind(("", port))
+    except OSError:
+        sock.close()
+        continue
+    held.append(sock)
+print(*(sock.getsockname()[1] for sock in held))
+'
 node_ip() {{  # the address Slurm reaches the node at, as an IPv4 address
   local addr
   addr=$(scontrol show node "$1" -o | tr ' ' '\n' | sed -n 's/^NodeAddr=//p')
@@ -112,22 +129,27 @@ node_ip() {{  # the address Slurm reaches the node at, as an IPv4 address
 nodes=($(scontrol show hostnames "$SLURM_JOB_NODELIST"))
 head=${{nodes[0]}}  # this batch step runs on the allocation's first node
 head_ip=$(node_ip "$head")
-port=$(python -c "$free_port")  # free on this node now: two jobs sharing a node never clash
+# the head's GCS, client-server and agent ports and each worker's agent port, free on this node now (two jobs
+# sharing a node never clash), all distinct (in one network namespace the nodes' ports would otherwise meet)
+ports=($(python -c "$free_ports" $((${{#nodes[@]}} + 2))))
+port=${{ports[0]}}
 echo "$(date -Is) job $SLURM_JOB_ID run $restart: Ray head on $head ($head_ip:$port), ${{#nodes[@]}} node(s)"
 
-ray_node() {{  # ray_node NODE IP ARGS...: one Ray node for the job's lifetime, on NODE
-  local node=$1 ip=$2; shift 2
+ray_node() {{  # ray_node NODE IP AGENT_PORT ARGS...: one Ray node for the job's lifetime, on NODE
+  local node=$1 ip=$2 agent=$3; shift 3
   srun --overlap --nodes=1 --ntasks=1 -w "$node" bash -c '
-    agent=$(python -c "$0")
+    agent=$(python -c "$0" 1 "$4")  # the port picked for it where still free on its node, else another
     exec ray start --block --node-ip-address="$1" --temp-dir="$2" --dashboard-agent-listen-port="$agent" \
-      --num-cpus="${{SLURM_CPUS_ON_NODE:-1}}" --num-gpus="$3" "${{@:4}}"' "$free_port" "$ip" "$tmp" "$GPUS" "$@" &
+      --num-cpus="${{SLURM_CPUS_ON_NODE:-1}}" --num-gpus="$3" "${{@:5}}"' \
+    "$free_ports" "$ip" "$tmp" "$GPUS" "$agent" "$@" &
   rays+=($!)
 }}
 rays=()
-ray_node "$head" "$head_ip" --head --port="$port" --include-dashboard=false \
-  --ray-client-server-port="$(python -c "$free_port")"
-for node in "${{nodes[@]:1}}"; do
-  ray_node "$node" "$(node_ip "$node")" --address="$head_ip:$port"
+ray_node "$head" "$head_ip" "${{ports[2]}}" --head --port="$port" --include-dashboard=false \
+  --ray-client-server-port="${{ports[1]}}"
+for i in "${{!nodes[@]}}"; do
+  [ "$i" -eq 0 ] && continue
+  ray_node "${{nodes[$i]}}" "$(node_ip "${{nodes[$i]}}")" "${{ports[$((i + 2))]}}" --address="$head_ip:$port"
 done
 python - "$head_ip:$port" "${{#nodes[@]}}" <<'PY'  # wait until every node has joined
 import sys, time, ray
