@@ -8,6 +8,7 @@ import torch
 
 from anpyc_core.config import ConfigError, validate_config
 from anpyc_core.packing import pack_refusal
+from anpyc_core.strategies.base import round_warning
 from anpyc_core.trainer import Trainer, TrainingDiverged
 
 #: a 16-16 MLP on split digits whose 45 % rounds, with the {Ω = 0} rule, free most of the trunk at once
@@ -50,6 +51,23 @@ def test_prune_tolerance_undoes_the_round_that_costs_too_much_and_stops():
     assert trainer.strategy.free_count() == 0  # and its free set: nothing was pruned in the end
     assert untouched.strategy.free_count() > 0
     assert len(trainer.prune_flags) == 1
+
+
+def test_after_an_undone_first_round_later_rounds_free_nothing_and_a_flag_says_so():
+    raw = {**WIPING, "data": {"benchmark": "digits", "num_tasks": 3}}  # the last task prunes nothing anyway
+    trainer = Trainer(validate_config({**raw, "strategy": {**WIPING["strategy"], "prune_tolerance": 3.0}}))
+    first = trainer.run_task(0)
+    assert first.rounds[0]["undone"] is True
+    second = trainer.run_task(1)  # task 1 kept every weight, so no weight is left free for task 2 to prune
+    freed = [v for r in second.rounds for k, v in r.items() if k.startswith("freed:")]
+    assert second.rounds and freed and all(v == 0 for v in freed)
+    costly = {**second.rounds[0], "val_before": 96.0, "val_acc": 50.0}
+    line = round_warning(trainer.strategy, 1, 1, costly, 5.0)
+    assert line == (
+        "task 2 round 2: val 96.0 -> 50.0 % (more than 5 points); the {Ω = 0} rule freed no weight: "
+        "the round's retraining epoch cost it"
+    )  # not "freed 0 % of ...": the round's cost cannot be the pruning's
+    assert "rule freed" in round_warning(trainer.strategy, 0, 0, first.rounds[0], 3.0)  # task 1's did free
 
 
 def test_a_kept_round_within_tolerance_leaves_the_schedule_as_it_was():

@@ -225,8 +225,11 @@ def round_warning(strategy: Strategy, task: int, index: int, stats: dict, limit:
     """'task 1 round 1: val 96.5 -> 50.0 % (more than 10 points); the {Omega = 0} rule freed 83 % of ...'."""
     freed = sorted(((v, k.removeprefix("freed:")) for k, v in stats.items() if k.startswith("freed:")), reverse=True)
     rule = "the {Ω = 0} rule" if strategy.cfg.strategy.zero_importance == "free" else "the rank rule"
-    top = ", ".join(f"{100 * v:.0f} % of {name}" for v, name in freed[:3])
+    if any(v > 0 for v, _ in freed):
+        what = "freed " + ", ".join(f"{100 * v:.0f} % of {name}" for v, name in freed[:3])
+    else:  # e.g. every weight kept by an earlier task (an undone first round): nothing left free to prune
+        what = "freed no weight: the round's retraining epoch cost it"
     return (
         f"task {task + 1} round {index + 1}: val {stats['val_before']:.1f} -> {stats['val_acc']:.1f} % "
-        f"(more than {limit:g} points); {rule} freed {top}"
+        f"(more than {limit:g} points); {rule} {what}"
     )
