@@ -72,6 +72,8 @@ PAPER_CLAIMS = {
     "fig7_ablation_tasks": PAPER_FIG7_TASKS,
     "fig7_ablation_width": "full ANPyC stays above its ablations at every width (Fig. 7).",
     "fig7_ablation_lambda": "(not in the paper) the Fig. 7 ablations, each at its own validated λ.",
+    "fig3_vgg9_split_penalties": "(not in the paper) EWC and SI at a λ that does not diverge on VGG-9, for "
+    "Fig. 3's ordering (ANPyC above EWC and SI).",
     "fig7_ablation_tasks_tuned": PAPER_FIG7_TASKS,
     "fig7_ablation_width_tuned": "full ANPyC stays above its ablations at every width (Fig. 7).",
     "fig3_cnn_sequence": "Fig. 3 is a figure on the five-dataset VGG-9 sequence; SPEC §7 gives no numbers for it, "
@@ -107,10 +109,12 @@ TITLES = {
     "fig8c_beta": "Fig. 8c: sensitivity to β",
     "section5_analyses": "Section V analyses: Figs. 9, 10 and 7a",
     "fig3_cnn_sequence": "Fig. 3: every method on the CNN sequence (reduced: LeNet, split Fashion-MNIST)",
-    "fig3_vgg9_split": "Fig. 3 on VGG-9 (reduced: split Fashion-MNIST, 3 tasks of 500 samples, 3 seeds)",
-    "fig3_vgg9_split_batch1": "Fig. 3 on VGG-9 with per-sample importance (reduced as fig3_vgg9_split)",
-    "fig8b_lambda_vgg9": "Fig. 8b on VGG-9: sensitivity to λ (reduced as fig3_vgg9_split)",
-    "fig8c_beta_vgg9": "Fig. 8c on VGG-9: sensitivity to β (reduced as fig3_vgg9_split)",
+    "fig3_vgg9_split": "Fig. 3 on VGG-9 (reduced: split Fashion-MNIST, 5 tasks of 500 samples, 3 seeds)",
+    "fig3_vgg9_split_penalties": "Fig. 3 on VGG-9: EWC and SI at λ 1 and 10 (reduced as fig3_vgg9_split: 5 "
+    "tasks of 500 samples, 3 seeds)",
+    "fig3_vgg9_split_batch1": "Fig. 3 on VGG-9 with per-sample importance (reduced: 3 tasks of 500 samples, 3 seeds)",
+    "fig8b_lambda_vgg9": "Fig. 8b on VGG-9: sensitivity to λ (reduced: 3 tasks of 500 samples, 3 seeds)",
+    "fig8c_beta_vgg9": "Fig. 8c on VGG-9: sensitivity to β (reduced: 3 tasks of 500 samples, 3 seeds)",
     "fig3_cnn_sequence_lambda": "Fig. 3's λ choice (validation only; reduced: LeNet, split Fashion-MNIST, 2 seeds)",
     "fig8b_lambda_cnn": "Fig. 8b on the CNN sequence: sensitivity to λ (reduced)",
     "fig8c_beta_cnn": "Fig. 8c on the CNN sequence: sensitivity to β (reduced)",
@@ -137,26 +141,41 @@ CNN_REDUCED = (
 )
 #: the studies `anpyc-sweep analyze` reads (Section V: Figs. 9, 10, 7a); studies/run_all.sh names the same
 ANALYSED = ("section5_analyses", "fig10_drift")
-#: the VGG-9 studies (issue 28) at the scale that fits this 2-core machine
-VGG9_REDUCED = (
-    "--set data.num_tasks=3 --set data.train_samples=500 --set data.test_samples=500 --set optim.epochs=3 "
-    "--set optim.batch_size=16 --set strategy.importance_samples=500"
-)
-VGG9_NOTE = (
-    "**Reduced further** than the study file (5 tasks, ~1,000 samples a task, batch 32), which is what a GPU runs "
-    "(`--set data.train_samples=null` for the full data): 3 two-class tasks of split Fashion-MNIST (28×28 images "
-    "zero-padded to VGG-9's 32×32), 500 training and 500 test samples per task, 3 epochs at batch 16, importance "
-    "on 500 samples. Why: the study file's scale measured 250-340 s per ANPyC task here (33 trials would take "
-    "about 10 hours), and a first cut to 2 epochs at batch 32 (64 SGD steps a task) left VGG-9 at chance on most "
-    "tasks for every method (fine-tuning: 50.0 % on tasks 1 and 3): plain SGD at lr 0.05 needs about 100 steps "
-    "before VGG-9 leaves chance on this data, so batch 16 keeps ~94 steps a task. VGG-9 starts from the "
-    "torchvision-style init (`model.init: auto`). **At the paper's data size on a GPU** the study files run as "
-    "they are with `--set data.train_samples=null --gpus-per-trial 0.25` (all 12,000 images of each two-class "
-    "task, 5 tasks, batch 32): about 13,500 SGD steps per ANPyC trial (338 a epoch; 3 epochs plus 5 pruning "
-    "rounds of one retraining epoch per task), so about 1–2 min per trial at 3–5 ms per batch-32 step and "
-    "1–2 GPU-hours for the three VGG-9 studies (57 trials), four trials sharing a GPU. An estimate from step "
-    "counts, not a measurement: no GPU was lent to this project's sessions."
-)
+#: the VGG-9 studies (issue 28) at the scale that fits this 2-core machine: 3 tasks, except fig3_vgg9_split
+#: (rerun at the study file's 5 tasks on 2026-12-07) and its EWC/SI companion
+VGG9_TASKS = {"fig3_vgg9_split": 5, "fig3_vgg9_split_penalties": 5}
+
+
+def vgg9_reduced(name: str) -> str:
+    """The `--set` flags `name` ran with on this machine."""
+    return (
+        f"--set data.num_tasks={VGG9_TASKS.get(name, 3)} --set data.train_samples=500 --set data.test_samples=500 "
+        "--set optim.epochs=3 --set optim.batch_size=16 --set strategy.importance_samples=500"
+    )
+
+
+def vgg9_note(name: str) -> str:
+    """Why and how `name` is reduced, and what it would cost at the paper's data size on a GPU."""
+    tasks = VGG9_TASKS.get(name, 3)
+    how_many = "the study file's 5" if tasks == 5 else str(tasks)
+    return (
+        "**Reduced further** than the study file (5 tasks, ~1,000 samples a task, batch 32), which is what a GPU "
+        f"runs (`--set data.train_samples=null` for the full data): {how_many} two-class tasks of split "
+        "Fashion-MNIST (28×28 images zero-padded to VGG-9's 32×32), 500 training and 500 test samples per task, "
+        "3 epochs at batch 16, importance on 500 samples. Why: the study file's scale measured 250-340 s per "
+        "ANPyC task here (33 trials would take about 10 hours), and a first cut to 2 epochs "
+        "at batch 32 (64 SGD steps a task) left VGG-9 at chance on most tasks for every method (fine-tuning: "
+        "50.0 % on tasks 1 and 3): plain SGD at lr 0.05 needs about 100 steps before VGG-9 leaves chance on this "
+        "data, so batch 16 keeps ~94 steps a task. VGG-9 starts from the torchvision-style init (`model.init: "
+        "auto`). **At the paper's data size on a GPU** the study files run as they are with `--set "
+        "data.train_samples=null --gpus-per-trial 0.25` (all 12,000 images of each two-class task, 5 tasks, batch "
+        "32): about 13,500 SGD steps per ANPyC trial (338 a epoch; 3 epochs plus 5 pruning rounds of one "
+        "retraining epoch per task), so about 1–2 min per trial at 3–5 ms per batch-32 step and 1–2 GPU-hours for "
+        "the three VGG-9 studies (57 trials), four trials sharing a GPU. An estimate from step counts, not a "
+        "measurement: no GPU was lent to this project's sessions."
+    )
+
+
 REDUCED_NOTE = (
     "**Reduced** from the paper's protocol (VGG-9 on the five-dataset sequence MNIST, notMNIST, SVHN, STL-10, "
     "CIFAR-10, none of which is on this machine, 10 epochs, patience 3): split Fashion-MNIST (5 two-class tasks, "
@@ -174,20 +193,32 @@ REDUCED_NOTE = (
 FINDINGS = {
     "fig3_vgg9_split": (
         "**Verdict: not reproduced at this scale.** The paper's Fig. 3 has ANPyC retaining the most accuracy on "
-        "VGG-9; here every ANPyC variant ends below fine-tuning. Test ACC (3 seeds, mean ± std of the seeds that "
-        "finished): joint 97.4 ± 0.6, SGD-F 86.3 ± 9.1, fine-tuning 81.9 ± 10.7, SI 80.3 ± 4.3 (1 diverged), "
-        "EWC 76.4 ± 12.3 (1 diverged), MAS 75.2 ± 12.4, LwF 67.1 ± 14.8, ANPyC with a 5-point round tolerance "
-        "62.2 ± 10.5 (both rules), ANPyC rank rule 56.7 ± 9.5 (1 diverged), ANPyC free rule 50.0 (2 of 3 "
-        "diverged). ANPyC is below fine-tuning on every seed (seed 0: 50.0 against 86.7; seed 1: 67.8 against "
-        "69.7; seed 2: 68.7 against 89.4), so the ordering does not hang on the wide 3-seed intervals. "
-        "**Pruning never silently wipes a task:** in all 12 ANPyC trials the first pruning round of task 1 either "
-        "took validation ACC to 50 % (from 92 or 100 %, under both rules: the {Ω = 0} rule freed 80 % of "
-        "trunk.1.weight, the batch-norm scale after conv1, and 40–50 % of every other tensor; the rank rule 10 % "
-        "of every tensor, batch-norm scale and shift included) or made its retraining epoch diverge (task 1, "
-        "epoch 4: the 3 DIVERGED trials without tolerance, and 2 with it, where the round was undone); each is "
-        "one line in the trial's record (`prune_flag`), in `status` and in `best`. With `prune_tolerance: 5` "
-        "the round is undone and both rules give the same numbers: "
-        "ANPyC then runs its penalty without pruning and still loses task 1 by task 3 (test BWT −38). "
+        "VGG-9; here, over the study file's 5 tasks, every ANPyC variant ends below fine-tuning and MAS. Test ACC "
+        "(3 seeds, mean ± std of the seeds that finished): joint 98.6 ± 0.2, SGD-F 86.8 ± 11.8, MAS 75.1 ± 4.3, "
+        "fine-tuning 64.3 ± 13.8, LwF 60.0 ± 9.2, ANPyC with a 5-point round tolerance 58.9 ± 15.4 (both rules, "
+        "the same to the digit: task 1's first round is undone under either), ANPyC rank rule 50.0 on every "
+        "seed, ANPyC {Ω = 0} rule diverged on every seed. EWC and SI at the λ = 100 this study takes from the "
+        "LeNet proxy diverged on every seed (EWC at task 4, SI at task 2: lr·2λ·Ω past the stability limit 2; "
+        "at 3 tasks only one seed each did); at the λ = 1 that validation picks in "
+        "`fig3_vgg9_split_penalties` (λ = 10 lost seeds there too) EWC reaches 74.0 ± 21.1 and SI 72.2 ± 19.3. "
+        "ANPyC (tolerance) against fine-tuning per seed: 50.0 / 50.0 / 76.7 against 65.2 / 50.0 / 77.6; against "
+        "MAS: below on every seed (MAS 76.4 / 78.6 / 70.4). On seed 1 fine-tuning, LwF and ANPyC end with every "
+        "task at 50 %, task 5 included right after it was trained: at lr 0.05 and ~94 SGD steps a task, VGG-9 "
+        "does not always learn a new task from weights trained on earlier ones (SGD-F, whose trunk stays as "
+        "task 1 left it, reaches 66.4 % on task 5 there). **Pruning never silently wipes a task:** in all 12 "
+        "ANPyC trials task 1's first pruning round either took validation ACC from 94–100 % to 50 % "
+        "(rank rule, 10 % of every tensor) or made its retraining epoch diverge ({Ω = 0} rule, which freed "
+        "70–73 % of trunk.1.weight, the batch-norm scale after conv1, and 33–67 % of every other tensor: the 3 "
+        "DIVERGED trials without tolerance, and the 3 with it, where the round was undone); each is one line in "
+        "the trial's record (`prune_flag`), in `status` and in `best`. Without tolerance the rank rule's trials "
+        "never leave 50 % again (every later task ends at chance right after training). With `prune_tolerance: "
+        "5` task 1 keeps every weight, so no later round frees one (a free set never grows): later rounds are "
+        "retraining epochs only, and 5 of them cost more than 5 points (e.g. seed 0, task 2: 96 → 50 %) and "
+        "were undone; ANPyC then runs its penalty alone (λ = 0.1) and forgets like fine-tuning (test BWT −40.5 "
+        "against −38.3). The 3-task run of 2026-12-03 (same reduction otherwise, 33 trials in 41 min) gave the "
+        "same ordering: joint 97.4, SGD-F 86.3, fine-tuning 81.9, SI 80.3, EWC 76.4, MAS 75.2, LwF 67.1, ANPyC "
+        "with tolerance 62.2, rank rule 56.7, {Ω = 0} rule 50.0 (2 of 3 diverged); the analysis below was made "
+        "on it (task 1 of seed 0 reached val 92 % there, 94 % here). "
         "Not the cause: pruning the batch-norm scale and shift. `python bench/vgg9_prune_probe.py` trains task "
         "1 of the anpyc_rank trial (seed 0) as the study does and with trunk.1 kept out of every free set: both "
         "reach val 92 % after 3 epochs and both fall to 50 % at the first round (training loss 0.50 before the "
@@ -204,27 +235,41 @@ FINDINGS = {
         "makes the network more confident, here confidently one class, which a label-free entropy cannot tell "
         "from harmless. Pruning by magnitude (`strategy.importance: magnitude`) does not have this failure; "
         "the tolerance (`prune_tolerance`) stops the round. Per-sample importance does not rescue the "
-        "study, though (`studies/fig3_vgg9_split_batch1.yaml`, same reduction, 26 min): fine-tuning gives the "
-        "same numbers to the digit as here (it uses no importance), the free rule diverged on 2 of 3 seeds "
+        "study, though (`studies/fig3_vgg9_split_batch1.yaml`, as the 3-task run, 26 min): fine-tuning gives "
+        "that run's numbers to the digit (it uses no importance), the free rule diverged on 2 of 3 seeds "
         "(the third 66.7), the rank rule 83.9, 50.0 and one diverged: still not above fine-tuning. "
         "Not packed: on this CPU a fused (vmapped) VGG-9 step is slower than the same models stepped one after "
         "another (0.81–0.93x at 1–4 models, `python bench/cnn_pack_speed.py`, docs/PERFORMANCE.md), and the packed "
-        "trainer stacks MLPs only, so each VGG-9 trial ran alone (33 trials, 41 min wall, 66 min of trial "
-        "time on 2 cores). Figs. 8b and 8c on VGG-9: the sections `fig8b_lambda_vgg9` and `fig8c_beta_vgg9`."
+        "trainer stacks MLPs only, so each VGG-9 trial ran alone (33 trials, 54 min wall, 80 min of trial "
+        "time on 2 cores, 2 trials at a time, 2026-12-07, Intel Xeon). Figs. 8b and 8c on VGG-9 (3 tasks): the "
+        "sections `fig8b_lambda_vgg9` and `fig8c_beta_vgg9`."
+    ),
+    "fig3_vgg9_split_penalties": (
+        "EWC and SI on fig3_vgg9_split's 5-task VGG-9 sequence (same seeds, data, init and optimiser) at λ 1 and "
+        "10, because the λ = 100 that study takes from the LeNet proxy diverged on every seed. λ = 10 diverges "
+        "too on some seeds (EWC at task 5 on seed 0; SI at task 4 and task 2 on seeds 0 and 1: lr·2λ·Ω past "
+        "the stability limit 2), so validation picks λ = 1 for both: EWC 74.0 ± 21.1 (81.8 / 50.0 / 90.0), SI "
+        "72.2 ± 19.3 (81.7 / 50.0 / 85.0). Beside fig3_vgg9_split's ANPyC (5-point tolerance: 50.0 / 50.0 / "
+        "76.7) both are higher on seeds 0 and 2 and equal on seed 1, where every method but SGD-F, MAS and joint "
+        "ends with every task at chance; at n = 3 the Welch intervals still contain 0 (ANPyC − EWC −15.0 "
+        "[−58.6, +28.5], − SI −13.3 [−53.7, +27.1]). 12 trials, 23 min wall on 2 cores (2 at a time), "
+        "2026-12-07, Intel Xeon."
     ),
     "fig3_vgg9_split_batch1": (
-        "fig3_vgg9_split's fine-tuning and its two ANPyC rules without tolerance, with ANPyC's importance "
-        "measured per sample (`importance_batch: 1`, as the authors' code) instead of per batch of 100. "
-        "Fine-tuning gives fig3_vgg9_split's numbers to the digit (it measures no importance); per-sample "
+        "fig3_vgg9_split's fine-tuning and its two ANPyC rules without tolerance at that study's first scale "
+        "(3 tasks; it was rerun at 5 on 2026-12-07), with ANPyC's importance measured per sample "
+        "(`importance_batch: 1`, as the authors' code) instead of per batch of 100. Fine-tuning gives the 3-task "
+        "run's numbers to the digit (it measures no importance); per-sample "
         "importance does not rescue ANPyC on VGG-9: see the fig3_vgg9_split section for why."
     ),
     "fig8b_lambda_vgg9": (
-        "ANPyC as this study's validation chose it in `fig3_vgg9_split` (rank rule, 5-point round tolerance; "
+        "ANPyC as validation chose it in `fig3_vgg9_split`'s 3-task run (rank rule, 5-point round tolerance; "
         "without the tolerance the first two trials of a first attempt ended at 50 % with task 1 wiped, as in "
         "fig3_vgg9_split, and that attempt was stopped). **In all 12 trials task 1's first pruning round was "
-        "undone** (val 92 or 100 → 50 % on seeds 0 and 2; the retraining epoch diverged on seed 1); later "
-        "tasks keep the rounds that pass (seed 0, λ = 1: task 2's 10 % round kept, 96 → 96 %, its 20 % round "
-        "undone, 96 → 64 %), so task 1 is learned without pruning and λ sets its consolidation. Validation "
+        "undone** (val 92 or 100 → 50 % on seeds 0 and 2; the retraining epoch diverged on seed 1); no later "
+        "task's round frees a weight (task 1 kept them all and a free set never grows), so later rounds are "
+        "retraining epochs only, undone when one costs more than 5 points (seed 0, λ = 1: task 2's second, "
+        "96 → 64 %): ANPyC runs as its penalty alone and λ sets its consolidation. Validation "
         "picks λ = 1 (test 83.0 ± 13.1; seeds 89.0 / 68.0 / 91.9), against 67.9 ± 17.7 at λ = 0.01, "
         "62.2 ± 10.5 at 0.1 and 66.8 ± 21.8 at 10. The paper's best λ ≈ 4 with a flat [0.5, 4] cannot be "
         "tested at n = 3: the seeds differ by up to 41 points at one λ (seed 1 stays at 50–68 % for every "
@@ -513,11 +558,11 @@ def study_section(name: str, storage: str) -> list[str] | None:
     lines = [f"## {TITLES.get(name, name)}", ""]
     if "vgg9" in name:
         lines += [
-            f"Commands: `anpyc-sweep launch studies/{name}.yaml {VGG9_REDUCED} --storage {storage}`, "
+            f"Commands: `anpyc-sweep launch studies/{name}.yaml {vgg9_reduced(name)} --storage {storage}`, "
             f"`anpyc-sweep report studies/{name}.yaml --storage {storage}`; then "
             f"`python bench/paper_results.py {name} --storage {storage}`.",
             "",
-            VGG9_NOTE,
+            vgg9_note(name),
             "",
         ]
     elif name.endswith("_cnn") or name.startswith("fig3_cnn_sequence"):
