@@ -108,17 +108,17 @@ trap 'on_signal cancel' USR2
 free_ports='
 import socket, sys
 want, held = int(sys.argv[1]), []
-for port in [int(p) for p in sys.argv[2:]] + [0] * 10000:
-    if len(held) == want:
-        break
+for port in [int(p) for p in sys.argv[2:]]:  # the preferred ones, where this node still has them free
     sock = socket.socket()
     try:
         sock.bind(("", port))
+        held.append(sock)
     except OSError:
         sock.close()
-        continue
-    held.append(sock)
-print(*(sock.getsockname()[1] for sock in held))
+while len(held) < want:  # port 0: the kernel picks one no socket holds
+    held.append(socket.socket())
+    held[-1].bind(("", 0))
+print(*(sock.getsockname()[1] for sock in held[:want]))
 '
 node_ip() {{  # the address Slurm reaches the node at, as an IPv4 address
   local addr
