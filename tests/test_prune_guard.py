@@ -53,20 +53,30 @@ def test_prune_tolerance_undoes_the_round_that_costs_too_much_and_stops():
     assert len(trainer.prune_flags) == 1
 
 
-def test_after_an_undone_first_round_later_rounds_free_nothing_and_a_flag_says_so():
+def test_after_an_undone_first_round_later_tasks_run_no_rounds_and_say_so():
     raw = {**WIPING, "data": {"benchmark": "digits", "num_tasks": 3}}  # the last task prunes nothing anyway
-    trainer = Trainer(validate_config({**raw, "strategy": {**WIPING["strategy"], "prune_tolerance": 3.0}}))
+    lines: list[str] = []
+    cfg = validate_config({**raw, "strategy": {**WIPING["strategy"], "prune_tolerance": 3.0}})
+    trainer = Trainer(cfg, progress=lines.append)
     first = trainer.run_task(0)
     assert first.rounds[0]["undone"] is True
+    measured = []
+    measure = trainer.strategy.measure
+    trainer.strategy.measure = lambda task, data, round_index: (
+        measured.append((task, round_index)) or measure(task, data, round_index)
+    )
     second = trainer.run_task(1)  # task 1 kept every weight, so no weight is left free for task 2 to prune
-    freed = [v for r in second.rounds for k, v in r.items() if k.startswith("freed:")]
-    assert second.rounds and freed and all(v == 0 for v in freed)
-    costly = {**second.rounds[0], "val_before": 96.0, "val_acc": 50.0}
+    assert second.rounds == []  # no round: a round would free nothing and only retrain (it cost > 5 points)
+    assert measured == [(1, 0)]  # only the Ω that consolidation needs; no round's Ω
+    assert any(line.startswith("task 2: no pruning rounds: the earlier tasks left no weight free") for line in lines)
+    assert trainer.strategy.free_count() == 0
+    nothing = {**first.rounds[0], **{k: 0.0 for k in first.rounds[0] if k.startswith("freed:")}}
+    costly = {**nothing, "val_before": 96.0, "val_acc": 50.0}
     line = round_warning(trainer.strategy, 1, 1, costly, 5.0)
     assert line == (
         "task 2 round 2: val 96.0 -> 50.0 % (more than 5 points); the {Ω = 0} rule freed no weight: "
         "the round's retraining epoch cost it"
-    )  # not "freed 0 % of ...": the round's cost cannot be the pruning's
+    )  # a round that freed nothing (should one run): not "freed 0 % of ...", its cost cannot be the pruning's
     assert "rule freed" in round_warning(trainer.strategy, 0, 0, first.rounds[0], 3.0)  # task 1's did free
 
 

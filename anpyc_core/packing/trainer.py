@@ -155,6 +155,10 @@ class PackedTrainer:
         self._fit(t, initial, self.cfgs[0].optim.epochs, opt, epochs, self.cfgs[0].optim.patience)
         self.initial_phase = False
         rounds = {k: self.members[k].strategy.pruning_rounds(t) for k in self.live()}
+        for k in rounds:
+            note = self.members[k].strategy.rounds_note(t)
+            if note:
+                self.progress(f"member {k}: {note}")
         guards = {k: self._round_guard(k, t) for k, v in rounds.items() if v}
         for r in range(max((len(v) for v in rounds.values()), default=0)):
             active = [k for k in self.live() if len(rounds[k]) > r]

@@ -99,6 +99,9 @@ class Strategy(nn.Module):
         the task's validation accuracy after each; with `prune_tolerance`, a round that costs more is undone
         and ends the task's rounds."""
         rounds = self.pruning_rounds(task)
+        note = self.rounds_note(task)
+        if note:
+            phase.progress(note)
         tolerance = self.cfg.strategy.prune_tolerance
         guard = RoundGuard(self, phase, tolerance) if rounds and phase.score is not None else None
         for index, percent in enumerate(rounds):
@@ -124,6 +127,10 @@ class Strategy(nn.Module):
     def pruning_rounds(self, task: int) -> list[float]:
         """The pruning percentages of `task`'s rounds (none by default)."""
         return []
+
+    def rounds_note(self, task: int) -> str | None:
+        """One line saying why a pruning task runs no rounds (None: nothing to say)."""
+        return None
 
     def begin_round(self, task: int, index: int, percent: float, data: Task, optimizer) -> None:
         """Start pruning round `index`: choose the free set and zero it (retraining follows)."""
