@@ -80,6 +80,21 @@ def test_after_an_undone_first_round_later_tasks_run_no_rounds_and_say_so():
     assert "rule freed" in round_warning(trainer.strategy, 0, 0, first.rounds[0], 3.0)  # task 1's did free
 
 
+def test_without_pretraining_a_task_with_nothing_left_free_still_trains():
+    raw = {**WIPING, "data": {"benchmark": "digits", "num_tasks": 3}}
+    raw = {**raw, "strategy": {**WIPING["strategy"], "pruning": "greedy_no_pretrain", "prune_tolerance": 3.0}}
+    trainer = Trainer(validate_config(raw))
+    trainer.run_task(0)
+    with torch.no_grad():  # as an undone first round leaves it: the task pruned, and kept every weight
+        for _, mask in trainer.strategy.free.items():
+            mask.fill_(False)
+    before = [p.detach().clone() for p in trainer.model.trunk.parameters()]
+    second = trainer.run_task(1)  # no rounds to train in, so its initial training phase is not skipped
+    assert second.rounds == []
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.trunk.parameters(), strict=True))
+    assert second.val_acc_row[1] > 80  # two digit classes, learned (chance is 50)
+
+
 def test_a_kept_round_within_tolerance_leaves_the_schedule_as_it_was():
     raw = {**WIPING, "strategy": {"method": "anpyc", "beta": 20, "prune_step": 10, "zero_importance": "rank"}}
     plain = Trainer(validate_config(raw))

@@ -47,8 +47,8 @@ class Regularised(Strategy):
 
     # ----------------------------------------------------------------- hooks
     def skip_initial_training(self, task: int) -> bool:
-        """`greedy_no_pretrain` starts pruning rounds without the initial training phase."""
-        return self.s.pruning == "greedy_no_pretrain" and self.prunes(task)
+        """`greedy_no_pretrain` starts pruning rounds without the initial training phase (if it has rounds)."""
+        return self.s.pruning == "greedy_no_pretrain" and self.prunes(task) and not self.nothing_left_free()
 
     def before_task(self, task: int) -> None:
         """Take θ* and reset SI's path integral."""
@@ -98,7 +98,7 @@ class Regularised(Strategy):
             return []
         self._previous = self.free.as_dict() if bool(self.has_free) else None
         self._current = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in self.params.items()}
-        if self._previous is not None and not any(bool(m.any()) for m in self._previous.values()):
+        if self.nothing_left_free():
             # a free set never grows: with none left by the earlier tasks (an undone round), every round would
             # free nothing and be a plain retraining epoch, so the task has no rounds (and no Ω to measure)
             self._skipped_note = (
@@ -180,6 +180,10 @@ class Regularised(Strategy):
         return self.omega.as_dict()
 
     # ------------------------------------------------------------- helpers
+    def nothing_left_free(self) -> bool:
+        """True when an earlier task pruned but left no weight free (so no later round can free one)."""
+        return bool(self.has_free) and not any(bool(m.any()) for _, m in self.free.items())
+
     def prunes(self, task: int) -> bool:
         """Whether pruning rounds run after `task` (never the last one unless `prune_last`)."""
         is_last = task == self.num_tasks - 1
