@@ -39,7 +39,6 @@ class Regularised(Strategy):
         if self.uses_si:
             self.si_path = TensorStore(self.params)  # ω, reset each task
         self._round_free: dict[str, torch.Tensor] | None = None
-        self._skipped_note: str | None = None  # why the current task runs no pruning rounds
         #: per pruning round: the freed fraction and the Ω = 0 fraction of every tensor (the cascade, made visible)
         self.round_stats: list[dict] = []
         self._consolidating = False
@@ -93,7 +92,6 @@ class Regularised(Strategy):
     def pruning_rounds(self, task: int) -> list[float]:
         """Greedy (or random) pruning rounds of `task`: percentages p_k up to P_t."""
         self.round_stats = []
-        self._skipped_note = None
         if not self.prunes(task):
             return []
         self._previous = self.free.as_dict() if bool(self.has_free) else None
@@ -101,16 +99,17 @@ class Regularised(Strategy):
         if self.nothing_left_free():
             # a free set never grows: with none left by the earlier tasks (an undone round), every round would
             # free nothing and be a plain retraining epoch, so the task has no rounds (and no Ω to measure)
-            self._skipped_note = (
-                f"task {task + 1}: no pruning rounds: the earlier tasks left no weight free (a free set never "
-                "grows; e.g. an undone first round)"
-            )
             return []
         return self.schedule(task)
 
     def rounds_note(self, task: int) -> str | None:
         """Why `task` has no pruning rounds though it prunes (None when it has them or never prunes)."""
-        return self._skipped_note
+        if not (self.prunes(task) and self.nothing_left_free()):
+            return None
+        return (
+            f"task {task + 1}: no pruning rounds: the earlier tasks left no weight free (a free set never grows; "
+            "e.g. an undone first round)"
+        )
 
     def begin_round(self, task: int, index: int, percent: float, data: Task, optimizer) -> None:
         """Free the weights of round `index` at `percent` and zero them (and their optimiser state)."""
