@@ -127,15 +127,16 @@ class Trainer(CheckpointFiles):
             p.requires_grad_(True)
         opt = self._optimizer(trainable)
         epoch = 0
-        last_loss = float("nan")
+        # the last kept epoch's mean loss: a pruning round undone by `prune_tolerance` restores it with the weights
+        last = {"loss": float("nan")}
 
         def fit(epochs: int, patience: int | None = None) -> None:
-            nonlocal epoch, last_loss
+            nonlocal epoch
             stale = Patience(patience)
             for _ in range(epochs):
-                last_loss = self._epoch(t, task.train, opt, epoch)
+                last["loss"] = self._epoch(t, task.train, opt, epoch)
                 epoch += 1
-                if stale.exhausted(last_loss):
+                if stale.exhausted(last["loss"]):
                     self.progress(f"  task {t + 1}: loss has not decreased for {patience} epochs; next phase")
                     break
 
@@ -148,12 +149,13 @@ class Trainer(CheckpointFiles):
         if not self.strategy.skip_initial_training(t):
             fit(self.cfg.optim.epochs, self.cfg.optim.patience)
         self.initial_phase = False
-        self.strategy.after_training(t, self._phase(t, task, opt, fit))
+        self.strategy.after_training(t, self._phase(task, opt, fit, last))
         self.strategy.after_task(t, task)
-        return last_loss
+        return last["loss"]
 
-    def _phase(self, t: int, task, opt, fit) -> Phase:
-        """What the strategy's rounds may use: more epochs, task t's validation accuracy, the weights."""
+    def _phase(self, task, opt, fit, last: dict) -> Phase:
+        """What the strategy's rounds may use: more epochs, the task's validation accuracy, the weights (saved
+        and restored with the last kept epoch's loss, `last`)."""
 
         def score() -> float:
             was_training = self.model.training
@@ -163,9 +165,13 @@ class Trainer(CheckpointFiles):
             return value
 
         def save() -> dict:
-            return {k: v.clone() for k, v in self.model.state_dict().items()}
+            return {"weights": {k: v.clone() for k, v in self.model.state_dict().items()}, "loss": last["loss"]}
 
-        return Phase(task, opt, fit, score=score, save=save, restore=self.model.load_state_dict, progress=self.progress)
+        def restore(saved: dict) -> None:
+            self.model.load_state_dict(saved["weights"])
+            last["loss"] = saved["loss"]
+
+        return Phase(task, opt, fit, score=score, save=save, restore=restore, progress=self.progress)
 
     def _optimizer(self, params) -> torch.optim.Optimizer:
         o = self.cfg.optim

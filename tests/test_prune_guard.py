@@ -53,6 +53,18 @@ def test_prune_tolerance_undoes_the_round_that_costs_too_much_and_stops():
     assert len(trainer.prune_flags) == 1
 
 
+def test_an_undone_round_takes_its_retraining_loss_with_it():
+    """The task's reported training loss is the last kept epoch's, not the undone round's retraining."""
+    raw = {**WIPING, "strategy": {**WIPING["strategy"], "prune_tolerance": 3.0}}
+    trainer = Trainer(validate_config(raw), progress=lambda _: None)
+    losses: list[float] = []
+    epoch = trainer._epoch
+    trainer._epoch = lambda *args: losses.append(epoch(*args)) or losses[-1]
+    record = trainer.run_task(0)
+    assert record.rounds[0]["undone"] is True and len(losses) == WIPING["optim"]["epochs"] + 1
+    assert record.loss == losses[WIPING["optim"]["epochs"] - 1] != losses[-1]
+
+
 def test_after_an_undone_first_round_later_tasks_run_no_rounds_and_say_so():
     raw = {**WIPING, "data": {"benchmark": "digits", "num_tasks": 3}}  # the last task prunes nothing anyway
     lines: list[str] = []

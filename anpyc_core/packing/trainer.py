@@ -178,7 +178,7 @@ class PackedTrainer:
     def _round_guard(self, k: int, t: int) -> RoundGuard:
         """Member k's pruning-round guard for task t: measures and reports, as its sequential run does."""
         member = self.members[k]
-        phase = member._phase(t, member.tasks.tasks[t], None, None)
+        phase = member._phase(member.tasks.tasks[t], None, None, {"loss": float("nan")})  # no undo: no loss kept
         phase.progress = lambda msg: self.progress(f"member {k}: {msg}")
         return RoundGuard(member.strategy, phase, None)
 
