@@ -302,7 +302,7 @@ FINDINGS = {
         "and 84 SGD steps a task often fails to learn a new task from weights trained on earlier ones: in 8 of "
         "the 10 finished trials at least one task is at chance (≤ 55 %) right after its own training, whatever "
         "λ. The earlier 3-task, 500-sample run (2026-12-03, before df296c2) chose λ = 1 (83.0 ± 13.1): the "
-        "choice moves with the scale. 12 trials, 80 min from launch to the last trial's end on 2 cores, 2 at a "
+        "choice moves with the scale. 12 trials, 75 min from launch to the last trial's end on 2 cores, 2 at a "
         "time (650–690 s a trial: task 1 about 155 s, later tasks about 125 s), 2026-12-07, AMD EPYC (AVX-512)."
     ),
     "fig8c_beta_vgg9": (
