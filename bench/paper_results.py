@@ -175,7 +175,7 @@ def vgg9_note(name: str) -> str:
             "**At the study file's scale**, nothing reduced on this machine: 5 two-class tasks of split "
             "Fashion-MNIST (28×28 images zero-padded to VGG-9's 32×32), 1,000 training samples per task (seeded "
             "and stratified; 10 % of them held out for validation), each task's full test set (2,000 images), 3 "
-            "epochs at batch 32 (84 SGD steps a task), 5 pruning rounds of one retraining epoch, importance on "
+            "epochs at batch 32 (84 SGD steps a task), 5 pruning rounds of one retraining epoch (ANPyC), importance on "
             "1,000 samples, VGG-9 from the torchvision-style init (`model.init: auto`). The paper's protocol is "
             "five datasets (MNIST, notMNIST, SVHN, STL-10, CIFAR-10; none is on this machine) on a pretrained "
             "VGG-9 (no weights can be fetched here). " + VGG9_GPU_NOTE
