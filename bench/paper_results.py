@@ -110,9 +110,9 @@ TITLES = {
     "section5_analyses": "Section V analyses: Figs. 9, 10 and 7a",
     "fig3_cnn_sequence": "Fig. 3: every method on the CNN sequence (reduced: LeNet, split Fashion-MNIST)",
     "fig3_vgg9_split": "Fig. 3 on VGG-9 (split Fashion-MNIST at the study file's scale: 5 tasks of 1,000 samples, "
-    "2 of 3 seeds)",
+    "3 seeds)",
     "fig3_vgg9_split_penalties": "Fig. 3 on VGG-9: EWC and SI at λ 1 and 10 (split Fashion-MNIST at the study "
-    "file's scale: 5 tasks of 1,000 samples, 2 of 3 seeds)",
+    "file's scale: 5 tasks of 1,000 samples, 3 seeds)",
     "fig3_vgg9_split_batch1": "Fig. 3 on VGG-9 with per-sample importance (reduced: 3 tasks of 500 samples, 3 seeds)",
     "fig8b_lambda_vgg9": "Fig. 8b on VGG-9: sensitivity to λ (split Fashion-MNIST at the study file's scale: 5 tasks "
     "of 1,000 samples, 3 seeds)",
@@ -210,82 +210,92 @@ REDUCED_NOTE = (
 #: What a study's numbers showed that the table alone does not say (checked in its boundaries.parquet).
 FINDINGS = {
     "fig3_vgg9_split": (
-        "**Verdict: not reproduced at the study file's scale (2 of its 3 seeds).** The paper's Fig. 3 has ANPyC "
-        "retaining the most accuracy on VGG-9; here ANPyC ends below MAS and SGD-F and no better than "
-        "fine-tuning. Test ACC (mean ± std of the seeds that finished; seeds 0 / 1): joint 98.2 ± 0.0, SGD-F "
-        "92.9 ± 2.8 (90.9 / 94.9), MAS 84.0 ± 15.5 (73.1 / 94.9), fine-tuning 73.6 ± 23.6 (57.0 / 90.3), ANPyC "
-        "with a 5-point round tolerance 70.5 ± 28.5 (50.3 / 90.7; both rules the same to the digit, and "
-        "validation chooses them among the four ANPyC variants), LwF 54.8 ± 6.5, ANPyC rank rule 50.0 and "
-        "{Ω = 0} rule 50.0 on both seeds (seed 2 of the {Ω = 0} rule diverged); EWC and SI at λ = 100 diverged "
-        "on every seed, as at 500 samples; at λ 1 and 10 (`fig3_vgg9_split_penalties`, this scale, seeds 0 / 1) "
-        "validation picks λ = 10 for both, and SI (92.7 / 90.1) is above ANPyC on seed 0 and level on seed 1, "
-        "EWC (61.2 / 79.3) above on seed 0 and below on seed 1. The study was stopped after seed 1 (22 of 33 "
-        "trials, plus seed 2's "
-        "{Ω = 0} trial) to leave the session time for CI; `anpyc-sweep launch studies/fig3_vgg9_split.yaml "
-        "--resume --storage /work/runs/studies_full` resumes it where that store is (it was on an earlier "
-        "machine: the third seed needs a rerun of all 33 trials, about 3.1 h here). **Task 1's first round "
-        "wipes it under either rule**, flagged in every ANPyC trial: the rank rule (10 % of every tensor) takes "
-        "validation ACC from 80 / 97 % to 50 / 70 %; the {Ω = 0} rule frees 78–86 % of trunk.1.weight (the "
-        "batch-norm scale after conv1) and 49–60 % of other tensors and takes it to 50 / 47 %. At this scale "
-        "its retraining no longer diverges (at 500 samples it did on every seed): without tolerance the trial "
-        "goes on with every task at 50 %. With `prune_tolerance: 5` the round is undone, and since df296c2 "
-        "the later tasks run **no rounds** (task 1 kept every weight, so none is left free; before, such "
-        "rounds were retraining epochs that cost up to 46 points and were undone): ANPyC is then its penalty "
-        "alone (λ = 0.1) and follows fine-tuning per seed (50.3 against 57.0, 90.7 against 90.3; test BWT "
-        "−32.3 / +2.4 against −33.3 / −10.4). On seed 0 fine-tuning, LwF and ANPyC lose every task at once at "
-        "task 4, the task just trained included (50 %): at lr 0.05 and 84 SGD steps a task VGG-9 does not always "
-        "learn a new task from weights trained on earlier ones; MAS and SGD-F never did. Cost: 11 trials a seed "
-        "in 62 min wall on the 2 cores, 2 at a time (trial time: ANPyC without tolerance 14–17 min, with it "
-        "9–10 min, MAS 8–13, LwF and fine-tuning 8–11, SGD-F 6, joint 4; EWC and SI diverged), "
-        "so the full 33 trials take about 3.1 h here; 2026-12-07, Intel Xeon. **Earlier runs at smaller scale, "
-        "same ordering:** 5 tasks of 500 samples at batch 16 (same day, before tasks with nothing left free "
-        "skipped their rounds; 33 trials in 54 min): joint 98.6, SGD-F 86.8, MAS 75.1, fine-tuning 64.3, LwF "
-        "60.0, ANPyC with tolerance 58.9, rank rule 50.0, {Ω = 0} rule diverged on every seed, EWC and SI at λ = "
-        "100 diverged on every seed (at λ = 1 in `fig3_vgg9_split_penalties`'s 500-sample run: EWC 74.0, SI "
-        "72.2); 3 tasks of 500 "
-        "samples (2026-12-03): joint 97.4, SGD-F 86.3, fine-tuning 81.9, SI 80.3, EWC 76.4, MAS 75.2, LwF 67.1, "
-        "ANPyC with tolerance 62.2, rank rule 56.7, {Ω = 0} rule 50.0 (2 of 3 diverged); the analysis below was "
-        "made on the 3-task run (task 1 of seed 0 reached val 92 % there). "
-        "Not the cause: pruning the batch-norm scale and shift. `python bench/vgg9_prune_probe.py` trains task "
-        "1 of the anpyc_rank trial (seed 0) as the study does and with trunk.1 kept out of every free set: both "
-        "reach val 92 % after 3 epochs and both fall to 50 % at the first round (training loss 0.50 before the "
-        "round, 0.94 in its retraining epoch, 0.66–0.70 after, i.e. chance). **The cause is the importance "
-        "measure, not the pruning machinery** (`python bench/vgg9_prune_anatomy.py`, seed 0, no retraining: "
-        "weights zeroed right after task 1's training, val 92 %): zeroing the 10 % of entries with the lowest "
-        "ANPyC Ω in any one conv tensor from conv2 to conv9 sends task 1 to 50 % with every validation input "
-        "predicted as the same class when ties among the Ω = 0 entries are broken at random (by position, as "
-        "the `rank` rule does: 4 of the 8 tensors to 50 %, two to 56 and 72 %; in every tensor at once: 50 %); "
-        "zeroing the 10 % smallest |θ| of every tensor at once leaves 94 %; biases and "
-        "batch norm alone, 92 %. Ω = max(g·θ + ½θ²g², 0) with g the gradient of the output entropy is 0 wherever "
-        "removing a weight would lower the entropy, and on this VGG-9 that is 36–54 % of every conv tensor (5 "
-        "importance chunks per task here): the entries the measure calls unimportant are those whose removal "
-        "makes the network more confident, here confidently one class, which a label-free entropy cannot tell "
-        "from harmless. Pruning by magnitude (`strategy.importance: magnitude`) does not have this failure; "
-        "the tolerance (`prune_tolerance`) stops the round. Per-sample importance does not rescue the "
-        "study, though (`studies/fig3_vgg9_split_batch1.yaml`, as the 3-task run, 26 min): fine-tuning gives "
-        "that run's numbers to the digit (it uses no importance), the free rule diverged on 2 of 3 seeds "
-        "(the third 66.7), the rank rule 83.9, 50.0 and one diverged: still not above fine-tuning. "
-        "Not packed: on this CPU a fused (vmapped) VGG-9 step is slower than the same models stepped one after "
-        "another (0.81–0.93x at 1–4 models, `python bench/cnn_pack_speed.py`, docs/PERFORMANCE.md), and the packed "
+        "**Verdict: not reproduced at the study file's scale (3 seeds).** The paper's Fig. 3 has ANPyC "
+        "retaining the most accuracy on VGG-9; here ANPyC ends below SGD-F on every seed and level with "
+        "fine-tuning. Test ACC (mean ± std over the seeds that finished; seeds 0 / 1 / 2): joint 98.3 ± 0.3, "
+        "SGD-F 89.8 ± 5.7 (90.9 / 94.9 / 83.6), MAS 84.0 ± 15.4 (73.1 / 94.9; seed 2 diverged at task 5 after "
+        "task 4 stayed at chance), ANPyC with a 5-point round tolerance 66.9 ± 21.1 (50.3 / 90.7 / 59.9; both "
+        "rules the same to the digit, and validation chooses them among the four ANPyC variants), fine-tuning "
+        "66.7 ± 20.5 (57.0 / 90.3 / 52.8), LwF 53.3 ± 5.3 (seed 2: 50.3), ANPyC rank rule 50.0 on every seed "
+        "and {Ω = 0} rule 50.0 on seeds 0 / 1 (seed 2's first retraining epoch diverged); EWC and SI at λ = "
+        "100 diverged on every seed, as at 500 samples. ANPyC − fine-tuning per seed: −6.7, +0.4, +7.1. At λ "
+        "1 and 10 (`fig3_vgg9_split_penalties`, this scale, 3 seeds) validation picks λ = 10 for both: SI "
+        "(92.7 / 90.1 / 75.3) is above ANPyC on seeds 0 and 2 (+42.4, +15.4) and level on seed 1 (−0.6), EWC "
+        "(61.2 / 79.3 / 75.3) above on seeds 0 and 2 (+10.9, +15.5) and below on seed 1 (−11.4). **Two runs, "
+        "pooled:** seeds 0 and 1 ran first (22 of 33 trials, plus seed 2's {Ω = 0} trial, which diverged; "
+        "stopped to leave that session time for CI; its store was on an earlier machine and is gone); seed 2 "
+        "ran later on the same kind of CPU (Intel Xeon) as the same study file with `seeds: [2]` in a store "
+        "of its own (11 trials in 51 min). The first table pools them: `python bench/pool_seeds.py "
+        "fig3_vgg9_split --storage /work/runs/seed2 --diverged-rerun anpyc_free --table 1` reads the "
+        "seeds-0/1 table below and seed 2's trials (exact arithmetic on mean ± std, so each pooled cell is "
+        "good to ±0.01). The two runs agree where they overlap: seed 2's {Ω = 0} trial diverged in both, and "
+        "seed 2's ANPyC with tolerance (59.87) is `fig8c_beta_vgg9`'s seed 2 to the digit (same config, run "
+        "there on this kind of CPU). **Task 1's first round wipes it under either rule**, flagged in every "
+        "ANPyC trial: the rank rule (10 % of every tensor) takes validation ACC from 80 / 97 % to 50 / 70 %; "
+        "the {Ω = 0} rule frees 78–86 % of trunk.1.weight (the batch-norm scale after conv1) and 49–60 % of "
+        "other tensors and takes it to 50 / 47 %. At this scale its retraining no longer diverges (at 500 "
+        "samples it did on every seed): without tolerance the trial goes on with every task at 50 %. With "
+        "`prune_tolerance: 5` the round is undone, and since df296c2 the later tasks run **no rounds** (task "
+        "1 kept every weight, so none is left free; before, such rounds were retraining epochs that cost up "
+        "to 46 points and were undone): ANPyC is then its penalty alone (λ = 0.1) and follows fine-tuning per "
+        "seed (50.3 against 57.0, 90.7 against 90.3, 59.9 against 52.8; test BWT −32.3 / +2.4 / −35.7 against "
+        "−33.3 / −10.4 / −31.5). On seed 0 fine-tuning, LwF and ANPyC lose every task at once at task 4, the "
+        "task just trained included (50 %); on seed 2 every method but joint leaves some task at chance right "
+        "after its own training (ANPyC task 3, fine-tuning tasks 3 and 5, LwF task 2, SGD-F task 2, MAS task "
+        "4): at lr 0.05 and 84 SGD steps a task VGG-9 does not always learn a new task from weights trained "
+        "on earlier ones. Cost: 11 trials a seed in 51–62 min wall on the 2 cores, 2 at a time (trial time: "
+        "ANPyC without tolerance 14–17 min, with it 9–10 min, MAS 8–13, LwF and fine-tuning 8–11, SGD-F 6–7, "
+        "joint 4; EWC and SI diverged), so the full 33 trials take about 3 h here; 2026-12-07, Intel Xeon. "
+        "**Earlier runs at smaller scale, same ordering:** 5 tasks of 500 samples at batch 16 (same day, "
+        "before tasks with nothing left free skipped their rounds; 33 trials in 54 min): joint 98.6, SGD-F "
+        "86.8, MAS 75.1, fine-tuning 64.3, LwF 60.0, ANPyC with tolerance 58.9, rank rule 50.0, {Ω = 0} rule "
+        "diverged on every seed, EWC and SI at λ = 100 diverged on every seed (at λ = 1 in "
+        "`fig3_vgg9_split_penalties`'s 500-sample run: EWC 74.0, SI 72.2); 3 tasks of 500 samples "
+        "(2026-12-03): joint 97.4, SGD-F 86.3, fine-tuning 81.9, SI 80.3, EWC 76.4, MAS 75.2, LwF 67.1, ANPyC "
+        "with tolerance 62.2, rank rule 56.7, {Ω = 0} rule 50.0 (2 of 3 diverged); the analysis below was "
+        "made on the 3-task run (task 1 of seed 0 reached val 92 % there). Not the cause: pruning the "
+        "batch-norm scale and shift. `python bench/vgg9_prune_probe.py` trains task 1 of the anpyc_rank trial "
+        "(seed 0) as the study does and with trunk.1 kept out of every free set: both reach val 92 % after 3 "
+        "epochs and both fall to 50 % at the first round (training loss 0.50 before the round, 0.94 in its "
+        "retraining epoch, 0.66–0.70 after, i.e. chance). **The cause is the importance measure, not the "
+        "pruning machinery** (`python bench/vgg9_prune_anatomy.py`, seed 0, no retraining: weights zeroed "
+        "right after task 1's training, val 92 %): zeroing the 10 % of entries with the lowest ANPyC Ω in any "
+        "one conv tensor from conv2 to conv9 sends task 1 to 50 % with every validation input predicted as "
+        "the same class when ties among the Ω = 0 entries are broken at random (by position, as the `rank` "
+        "rule does: 4 of the 8 tensors to 50 %, two to 56 and 72 %; in every tensor at once: 50 %); zeroing "
+        "the 10 % smallest |θ| of every tensor at once leaves 94 %; biases and batch norm alone, 92 %. Ω = "
+        "max(g·θ + ½θ²g², 0) with g the gradient of the output entropy is 0 wherever removing a weight would "
+        "lower the entropy, and on this VGG-9 that is 36–54 % of every conv tensor (5 importance chunks per "
+        "task here): the entries the measure calls unimportant are those whose removal makes the network more "
+        "confident, here confidently one class, which a label-free entropy cannot tell from harmless. Pruning "
+        "by magnitude (`strategy.importance: magnitude`) does not have this failure; the tolerance "
+        "(`prune_tolerance`) stops the round. Per-sample importance does not rescue the study, though "
+        "(`studies/fig3_vgg9_split_batch1.yaml`, as the 3-task run, 26 min): fine-tuning gives that run's "
+        "numbers to the digit (it uses no importance), the free rule diverged on 2 of 3 seeds (the third "
+        "66.7), the rank rule 83.9, 50.0 and one diverged: still not above fine-tuning. Not packed: on this "
+        "CPU a fused (vmapped) VGG-9 step is slower than the same models stepped one after another "
+        "(0.81–0.93x at 1–4 models, `python bench/cnn_pack_speed.py`, docs/PERFORMANCE.md), and the packed "
         "trainer stacks MLPs only, so each VGG-9 trial ran alone. Figs. 8b and 8c on VGG-9: the sections "
         "`fig8b_lambda_vgg9` and `fig8c_beta_vgg9` (both at this scale)."
     ),
     "fig3_vgg9_split_penalties": (
         "EWC and SI on fig3_vgg9_split's VGG-9 sequence at that study's scale (5 tasks of 1,000 samples; same "
-        "seeds, data, init and optimiser, same kind of CPU) at λ 1 and 10, because the λ = 100 that study takes "
-        "from the LeNet proxy diverged on every seed. At this scale λ = 10 diverges on no seed, and validation "
-        "picks it for both: **SI 91.4 ± 1.8 (92.7 / 90.1 on seeds 0 / 1), EWC 70.2 ± 12.8 (61.2 / 79.3)**; at "
-        "λ = 1 SI 82.1 (73.1 / 91.1), EWC 60.6 (71.0 / 50.2; on seed 1 task 5 stays at 50 % after its own "
-        "training). Beside fig3_vgg9_split's seeds 0 / 1 (ANPyC with tolerance 50.3 / 90.7, MAS 73.1 / 94.9, "
-        "SGD-F 90.9 / 94.9, fine-tuning 57.0 / 90.3): **SI at λ = 10 is above ANPyC on seed 0 (+42.4) and level "
-        "on seed 1 (−0.6)**, close to SGD-F, so Fig. 3's \"ANPyC above SI\" does not hold here; EWC is above "
-        "ANPyC on seed 0 (+10.9) and below on seed 1 (−11.4), no ordering at n = 2. At 500 samples a task (the "
-        "earlier run, 3 seeds) λ = 10 diverged on some seeds and λ = 1 was chosen (EWC 74.0 ± 21.1, SI 72.2 ± "
-        "19.3). Stopped after seed 1 (8 of 12 trials, SIGINT to the driver) to leave the session time for CI; "
-        "`anpyc-sweep launch studies/fig3_vgg9_split_penalties.yaml --resume --storage /work/runs/studies_full` "
-        "runs seed 2 where that store is (about 22 min here). 8 trials in 49 min on 2 cores, 2 at a time (EWC "
-        "750–790 s a trial, SI 490–515 s; no pruning rounds, so on a GPU at the paper's data size about 5,000 "
-        "steps a trial, a few minutes for the study), 2026-12-07, Intel Xeon."
+        "seeds, data, init and optimiser, same kind of CPU) at λ 1 and 10, because the λ = 100 that study "
+        "takes from the LeNet proxy diverged on every seed. At this scale λ = 10 diverges on no seed, and "
+        "validation picks it for both: **SI 86.0 ± 9.4 (92.7 / 90.1 / 75.3 on seeds 0 / 1 / 2), EWC 71.9 ± "
+        "9.5 (61.2 / 79.3 / 75.3)**; at λ = 1 SI 80.2 (73.1 / 91.1 / 76.4), EWC 63.3 (71.0 / 50.2 / 68.6; "
+        "task 5 on seed 1 and task 4 on seed 2 stay at 50 % after their own training). Beside "
+        "fig3_vgg9_split's seeds 0 / 1 / 2 (ANPyC with tolerance 50.3 / 90.7 / 59.9, MAS 73.1 / 94.9 / "
+        "diverged, SGD-F 90.9 / 94.9 / 83.6, fine-tuning 57.0 / 90.3 / 52.8): **SI at λ = 10 is above ANPyC "
+        "on seeds 0 and 2 (+42.4, +15.4) and level on seed 1 (−0.6)**, so Fig. 3's \"ANPyC above SI\" does not "
+        "hold here; EWC is above ANPyC on seeds 0 and 2 (+10.9, +15.5) and below on seed 1 (−11.4). SI − EWC "
+        "at λ = 10 per seed: +31.45, +10.85, −0.04 (compare plot: +14 [−26, +54], n = 3, not decided). At 500 "
+        "samples a task (the earlier run, 3 seeds) λ = 10 diverged on some seeds and λ = 1 was chosen (EWC "
+        "74.0 ± 21.1, SI 72.2 ± 19.3). Seeds 0 and 1 ran first (8 trials in 49 min, then SIGINT to the driver "
+        "to leave that session time for CI); seed 2 with `--resume` in the next session on the same machine "
+        "(4 trials, 21 min). On 2 cores, 2 at a time (EWC 750–790 s a trial, SI 490–515 s; no pruning rounds, "
+        "so on a GPU at the paper's data size about 5,000 steps a trial, a few minutes for the study), "
+        "2026-12-07, Intel Xeon."
     ),
     "fig3_vgg9_split_batch1": (
         "fig3_vgg9_split's fine-tuning and its two ANPyC rules without tolerance at that study's first scale "
@@ -316,24 +326,25 @@ FINDINGS = {
     ),
     "fig8c_beta_vgg9": (
         "**Verdict: not reproduced: β has no effect here, because no pruning round survives.** ANPyC as in "
-        "`fig8b_lambda_vgg9` (rank rule, 5-point round tolerance, λ = 0.1), β ∈ {5, 20, 50, 80} %, 3 seeds. In "
-        "every trial task 1's first round (5 % of every tensor at β = 5, `prune_step` = 10 % otherwise) cost "
-        "more than the tolerance and was undone (seed 0: val 80 → 50 % at every β; seed 1: 97 → 50 % at β = 5, "
-        "97 → 70 % otherwise; seed 2: 97 → 50 % at every β), so no weight was ever pruned and no later task ran "
-        "a round: β only sizes rounds that never happen. The four β give the same trial to the digit on each "
-        "seed (test ACC 50.29 / 90.66 / 59.87, test BWT −32.3 / +2.4 / −35.7), and seeds 0 and 1 are also "
-        "`fig3_vgg9_split`'s ANPyC with tolerance (50.3 / 90.7, BWT −32.3 / +2.4; the same config, run on the "
-        "same kind of CPU). **On another CPU the same configs give other numbers:** the first run of this "
-        "study, on an AMD EPYC (AVX-512; stopped after seed 1), gave 79.39 / 59.74 on seeds 0 / 1, as did "
-        "`fig8b_lambda_vgg9`'s λ = 0.1 trials there: kernels that sum in another order send VGG-9 at this "
-        "scale (lr 0.05, 84 SGD steps a task) onto other trajectories, about 30 points apart per seed, more than "
-        "the seed spread; the per-seed table of one machine cannot be compared with another's to the digit. "
-        "The paper's 10–15 % optimum cannot show where task 1's first round is always undone; it needs a VGG-9 "
-        "whose first round can be kept (the paper's is pretrained) or an importance measure that does not wipe "
-        "the task (`fig3_vgg9_split`'s section, docs/method.md). The earlier 3-task, 500-sample run (2026-12-03, "
-        "before df296c2), where β = 5's round was kept on one seed, picked β = 5 (67.4 ± 18.0 against 62.2 ± "
-        "10.5 at 50 and 80; not a difference at n = 3). 12 trials in 67 min on 2 cores, 2 at a time (550–590 s "
-        "a trial: task 1 about 135 s, later tasks 105–115 s), 2026-12-07, Intel Xeon."
+        "`fig8b_lambda_vgg9` (rank rule, 5-point round tolerance, λ = 0.1), β ∈ {5, 20, 50, 80} %, 3 seeds. "
+        "In every trial task 1's first round (5 % of every tensor at β = 5, `prune_step` = 10 % otherwise) "
+        "cost more than the tolerance and was undone (seed 0: val 80 → 50 % at every β; seed 1: 97 → 50 % at "
+        "β = 5, 97 → 70 % otherwise; seed 2: 97 → 50 % at every β), so no weight was ever pruned and no later "
+        "task ran a round: β only sizes rounds that never happen. The four β give the same trial to the digit "
+        "on each seed (test ACC 50.29 / 90.66 / 59.87, test BWT −32.3 / +2.4 / −35.7), and every seed is also "
+        "`fig3_vgg9_split`'s ANPyC with tolerance (50.3 / 90.7 / 59.9, BWT −32.3 / +2.4 / −35.7; the same "
+        "config, run on the same kind of CPU). **On another CPU the same configs give other numbers:** the "
+        "first run of this study, on an AMD EPYC (AVX-512; stopped after seed 1), gave 79.39 / 59.74 on seeds "
+        "0 / 1, as did `fig8b_lambda_vgg9`'s λ = 0.1 trials there: kernels that sum in another order send "
+        "VGG-9 at this scale (lr 0.05, 84 SGD steps a task) onto other trajectories, about 30 points apart "
+        "per seed, more than the seed spread; the per-seed table of one machine cannot be compared with "
+        "another's to the digit. The paper's 10–15 % optimum cannot show where task 1's first round is always "
+        "undone; it needs a VGG-9 whose first round can be kept (the paper's is pretrained) or an importance "
+        "measure that does not wipe the task (`fig3_vgg9_split`'s section, docs/method.md). The earlier "
+        "3-task, 500-sample run (2026-12-03, before df296c2), where β = 5's round was kept on one seed, "
+        "picked β = 5 (67.4 ± 18.0 against 62.2 ± 10.5 at 50 and 80; not a difference at n = 3). 12 trials in "
+        "67 min on 2 cores, 2 at a time (550–590 s a trial: task 1 about 135 s, later tasks 105–115 s), "
+        "2026-12-07, Intel Xeon."
     ),
     "table2_anpyc_seeds": (
         "**Neither the rank rule nor more seeds change Table II's verdict.** Paired over the 5 seeds (`anpyc-sweep "
@@ -477,15 +488,30 @@ def pm(values: pd.Series, digits: int = 2) -> str:
     return f"{values.mean():.{digits}f} ± {std:.{digits}f}"
 
 
+def run_spans(client, run) -> list[tuple[int, int]]:
+    """The spans (ms) in which one MLflow trial run was running: its start to its end, cut where a task
+    took far longer to arrive than it trained (a trial interrupted at a boundary and resumed later)."""
+    start, end = run.info.start_time, run.info.end_time
+    history = sorted(client.get_metric_history(run.info.run_id, "task_seconds"), key=lambda m: m.timestamp)
+    spans, begin, last = [], start, start
+    for metric in history:
+        took = 1000 * metric.value
+        if metric.timestamp - last > 2 * took + 120_000:  # idle between sessions: keep only the task itself
+            spans.append((begin, last))
+            begin = metric.timestamp - took
+        last = metric.timestamp
+    return [*spans, (begin, max(end, last))]
+
+
 def busy_minutes(spec, study_dir: Path) -> float:
-    """Wall-clock minutes during which at least one trial ran (union of MLflow run spans, so the
-    gaps between interrupted sessions do not count)."""
+    """Wall-clock minutes during which at least one trial ran (union of MLflow run spans, each cut at
+    a resumption, so the gaps between interrupted sessions do not count)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{study_dir / 'mlflow.db'}")
     exp = client.get_experiment_by_name(spec.name)
     runs = client.search_runs([exp.experiment_id], "tags.anpyc_role = 'trial'", max_results=5000) if exp else []
-    spans = sorted((r.info.start_time, r.info.end_time) for r in runs if r.info.end_time)
+    spans = sorted(span for r in runs if r.info.end_time for span in run_spans(client, r))
     total, current_start, current_end = 0, None, None
     for start, end in spans:
         if current_end is None or start > current_end:
