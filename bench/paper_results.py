@@ -537,19 +537,29 @@ def progress_line(frame: pd.DataFrame, expected: int, wall_minutes: float, at_on
     )
 
 
+#: a method table's metric columns: header → trials.parquet column
+METHOD_COLUMNS = {
+    "val ACC": "val_acc",
+    "ACC": "test_acc",
+    "BWT": "test_bwt",
+    "FWT": "test_fwt",
+    "forgetting": "test_forgetting",
+}
+
+
 def method_table(frame: pd.DataFrame, paper: dict[str, str] | None, study_dir: Path) -> list[str]:
     """One row per ablation: finished and diverged seeds, val ACC, test ACC, BWT, FWT, forgetting
     (mean ± std over finished seeds), paper ACC. An ablation whose every seed diverged keeps its row."""
     done = frame[frame["status"] == "FINISHED"]
     diverged = frame[frame["status"].isin(["ERROR", "DIVERGED"])].groupby("ablation").size()
-    head = "| method | n | diverged | val ACC | ACC | BWT | FWT | forgetting |"
+    head = "| method | n | diverged | " + " | ".join(METHOD_COLUMNS) + " |"
     head += " paper ACC (MNIST) |" if paper else ""
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     means = done.groupby("ablation")["test_acc"].mean()
     order = list(means.sort_values(ascending=False).index) + sorted(set(frame["ablation"]) - set(means.index))
     for ablation in order:
         part = done[done["ablation"] == ablation]
-        cells = [pm(part[c]) for c in ("val_acc", "test_acc", "test_bwt", "test_fwt", "test_forgetting")]
+        cells = [pm(part[c]) for c in METHOD_COLUMNS.values()]
         row = f"| {ablation} | {len(part)} | {int(diverged.get(ablation, 0))} | " + " | ".join(cells) + " |"
         lines.append(row + (f" {paper.get(ablation, '-')} |" if paper else ""))
     if paper and "joint" in paper:

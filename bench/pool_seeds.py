@@ -5,7 +5,8 @@
 For a study whose first store is gone (it lived on an earlier machine) but whose section's method table
 (n, diverged, then `mean ± std` cells) is in docs/RESULTS.md: reads that table (the N-th of the section,
 0 = first) and the trials of STORE/STUDY (the same study file with other seeds, e.g. `seeds: [2]`), and
-prints the method table over all the seeds, in the layout of bench/paper_results.py's `method_table`.
+prints the method table over all the seeds, in the layout (and with the columns) of
+bench/paper_results.py's `method_table`.
 
 Pooling is exact arithmetic on the table's statistics: with n₁ seeds of mean m₁ and sample std s₁ and the
 new values x, the pooled mean is (n₁m₁ + Σx) / n and the pooled sum of squares about it is
@@ -24,23 +25,17 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+from paper_results import METHOD_COLUMNS
 
 from sweeper.reading.claims import parse_cell, section, tables
 from sweeper.storage import results
 from sweeper.storage.store import StudyStore
 
 ROOT = Path(__file__).resolve().parents[1]
-COLUMNS = {
-    "val ACC": "val_acc",
-    "ACC": "test_acc",
-    "BWT": "test_bwt",
-    "FWT": "test_fwt",
-    "forgetting": "test_forgetting",
-}
 
 
-def pooled(earlier: str, n_earlier: int, new: list[float]) -> tuple[float, float, int] | None:
-    """(mean, sample std, n) of an earlier `mean ± std` cell over `n_earlier` seeds joined with `new`."""
+def pooled(earlier: str, n_earlier: int, new: list[float]) -> tuple[float, float] | None:
+    """(mean, sample std) of an earlier `mean ± std` cell over `n_earlier` seeds joined with `new`."""
     cell = parse_cell(earlier, n_earlier)
     if cell is None or n_earlier == 0:
         if not new:
@@ -52,7 +47,7 @@ def pooled(earlier: str, n_earlier: int, new: list[float]) -> tuple[float, float
     n = n1 + len(new)
     mean = (n1 * m1 + sum(new)) / n
     ss = ss1 + n1 * (m1 - mean) ** 2 + sum((x - mean) ** 2 for x in new)
-    return mean, math.sqrt(ss / (n - 1)) if n > 1 else 0.0, n
+    return mean, math.sqrt(ss / (n - 1)) if n > 1 else 0.0
 
 
 def pool_table(rows: list[dict[str, str]], frame: pd.DataFrame, rerun: set[str] = frozenset()) -> list[str]:
@@ -67,16 +62,16 @@ def pool_table(rows: list[dict[str, str]], frame: pd.DataFrame, rerun: set[str] 
     out = []
     for ablation, row in earlier.items():
         part = done[done["ablation"] == ablation]
-        cells, n = [], int(row["n"])
-        for header, column in COLUMNS.items():
-            new = [float(x) for x in part[column].dropna()] if column in part else []
-            stat = pooled(row[header], int(row["n"]), new)
-            cells.append("-" if stat is None else f"{stat[0]:.2f} ± {stat[1]:.2f}")
-        n += len(part)
+        stats = {
+            header: pooled(row[header], int(row["n"]), [float(x) for x in part.get(column, pd.Series()).dropna()])
+            for header, column in METHOD_COLUMNS.items()
+        }
+        cells = ["-" if st is None else f"{st[0]:.2f} ± {st[1]:.2f}" for st in stats.values()]
         lost = (0 if ablation in rerun else int(row["diverged"])) + int(diverged.get(ablation, 0))
-        mean = pooled(row["ACC"], int(row["n"]), [float(x) for x in part["test_acc"].dropna()])
-        out.append((mean[0] if mean else -1.0, f"| {ablation} | {n} | {lost} | " + " | ".join(cells) + " |"))
-    head = "| method | n | diverged | " + " | ".join(COLUMNS) + " |"
+        n = int(row["n"]) + len(part)
+        acc = stats["ACC"][0] if stats["ACC"] else -1.0
+        out.append((acc, f"| {ablation} | {n} | {lost} | " + " | ".join(cells) + " |"))
+    head = "| method | n | diverged | " + " | ".join(METHOD_COLUMNS) + " |"
     return [head, "|" + "---|" * (head.count("|") - 1)] + [line for _, line in sorted(out, key=lambda x: -x[0])]
 
 
